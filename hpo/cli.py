@@ -1,0 +1,252 @@
+"""The ``hpo`` command: a thin click layer over the library.
+
+Each command parses arguments, calls one library function and prints. Library errors
+(:class:`~hpo.errors.HpoError`) become ``Error: <one line>`` with their exit code (2 for bad
+input) and no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from hpo.errors import HpoError
+from hpo.spec import StudySpec, load_spec
+from hpo.storage import mask, resolve_url
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except HpoError as err:
+            exc = click.ClickException(str(err))
+            exc.exit_code = err.exit_code
+            raise exc from None
+
+
+def _spec_and_url(study_file: str, storage: str | None) -> tuple[StudySpec, str]:
+    spec = load_spec(study_file)
+    return spec, resolve_url(spec.name, spec.storage, storage)
+
+
+study_file_arg = click.argument("study_file", type=click.Path(dir_okay=False))
+storage_opt = click.option(
+    "--storage",
+    metavar="URL",
+    help="Storage URL (overrides $HPO_STORAGE and the study file), e.g. "
+    "sqlite:///storage/x.db or postgresql+psycopg://user@host/db.",
+)
+data_dir_opt = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    help="Fashion-MNIST root (holds FashionMNIST/raw); default $HPO_DATA_DIR or ./data.",
+)
+threads_opt = click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="Torch threads per worker (default: cores/workers).",
+)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="hpo")
+def main() -> None:
+    """hpo: tune a PyTorch MLP on Fashion-MNIST with Optuna, from a study file.
+
+    \b
+    Example:
+        hpo run studies/quickstart.toml --workers 2
+        hpo best studies/quickstart.toml --json
+    """
+
+
+@main.command()
+@study_file_arg
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Local worker processes.",
+)
+@click.option("--n-trials", type=click.IntRange(min=1), help="Override the study's trial budget.")
+@storage_opt
+@data_dir_opt
+@threads_opt
+def run(
+    study_file: str,
+    workers: int,
+    n_trials: int | None,
+    storage: str | None,
+    data_dir: str | None,
+    threads: int | None,
+) -> None:
+    """Create (or resume) the study and run it to its budget.
+
+    \b
+    Example:
+        hpo run studies/quickstart.toml --workers 2
+    """
+    from hpo.runner import run_study
+
+    spec, url = _spec_and_url(study_file, storage)
+    click.echo(f"storage: {mask(url)}")
+    report = run_study(
+        spec,
+        url,
+        workers=workers,
+        n_trials=n_trials,
+        data_dir=data_dir,
+        threads=threads,
+        echo=click.echo,
+    )
+    _print_status(report.status, spec.metric)
+    if any(code != 0 for code in report.worker_exit_codes):
+        raise HpoError(f"worker exit codes {report.worker_exit_codes}; see the messages above")
+
+
+@main.command()
+@study_file_arg
+@click.option("--n-trials", type=click.IntRange(min=1), help="Override the study's trial budget.")
+@storage_opt
+def create(study_file: str, n_trials: int | None, storage: str | None) -> None:
+    """Create the study in storage without running trials (then start workers).
+
+    \b
+    Example:
+        hpo create studies/grid_smoke.toml --storage postgresql+psycopg://postgres@db/hpo
+    """
+    from hpo.runner import create as create_study
+
+    spec, url = _spec_and_url(study_file, storage)
+    create_study(spec, url, n_trials)
+    click.echo(f"study {spec.name} ready in {mask(url)}")
+
+
+@main.command()
+@study_file_arg
+@storage_opt
+@data_dir_opt
+@threads_opt
+def worker(study_file: str, storage: str | None, data_dir: str | None, threads: int | None) -> None:
+    """Join an existing study and run trials until its budget is spent.
+
+    Run this on any number of machines against one shared storage.
+
+    \b
+    Example:
+        hpo worker studies/flagship.toml --storage postgresql+psycopg://hpo@db-host/hpo
+    """
+    from hpo.progress import trial_line
+    from hpo.worker import run_worker
+
+    spec, url = _spec_and_url(study_file, storage)
+    click.echo(f"worker joining {spec.name} in {mask(url)}")
+    summary = run_worker(
+        spec,
+        url,
+        data_dir=data_dir,
+        threads=threads,
+        on_trial=lambda t: click.echo(trial_line(t, spec.metric)),
+    )
+    click.echo(
+        f"worker done: {summary.complete} complete, {summary.pruned} pruned, "
+        f"{summary.failed} failed"
+    )
+
+
+@main.command()
+@study_file_arg
+@storage_opt
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(study_file: str, storage: str | None, as_json: bool) -> None:
+    """Show trial counts by state and the best trial so far.
+
+    \b
+    Example:
+        hpo status studies/quickstart.toml
+    """
+    from hpo import results
+
+    spec, url = _spec_and_url(study_file, storage)
+    info = results.status(results.open_study(spec, url))
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+    else:
+        click.echo(f"storage: {mask(url)}")
+        _print_status(info, spec.metric)
+
+
+@main.command()
+@study_file_arg
+@storage_opt
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def best(study_file: str, storage: str | None, as_json: bool) -> None:
+    """Show the best trial: params, validation and test metrics.
+
+    \b
+    Example:
+        hpo best studies/quickstart.toml --json
+    """
+    from hpo import results
+
+    spec, url = _spec_and_url(study_file, storage)
+    info = results.best(results.open_study(spec, url), spec.metric)
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    click.echo(f"best trial #{info['number']}: {spec.metric} = {info['value']:.4f}")
+    for key, value in info["params"].items():
+        click.echo(f"  {key} = {value}")
+    for key, value in info["metrics"].items():
+        click.echo(f"  [{key}] {value:.4f}" if isinstance(value, float) else f"  [{key}] {value}")
+
+
+@main.command()
+@study_file_arg
+@storage_opt
+@click.option(
+    "-o", "--output", required=True, type=click.Path(dir_okay=False), help="CSV file to write."
+)
+def export(study_file: str, storage: str | None, output: str) -> None:
+    """Write one CSV row per trial: params, state, metrics, seconds.
+
+    \b
+    Example:
+        hpo export studies/quickstart.toml -o trials.csv
+    """
+    from hpo import results
+
+    spec, url = _spec_and_url(study_file, storage)
+    rows = results.export_csv(results.open_study(spec, url), output)
+    click.echo(f"wrote {rows} trials to {output}")
+
+
+@main.command()
+@click.argument("study_files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def validate(study_files: tuple[str, ...]) -> None:
+    """Check study files without touching storage or data.
+
+    \b
+    Example:
+        hpo validate studies/*.toml
+    """
+    for path in study_files:
+        spec = load_spec(path)
+        size = f", {len(spec.grid())} grid points" if spec.is_grid else ""
+        click.echo(f"{path}: ok (study {spec.name}, sampler {spec.sampler.name}{size})")
+
+
+def _print_status(info: dict[str, Any], metric: str | None = None) -> None:
+    budget = info["budget_trials"] if info["budget_trials"] is not None else "unbounded"
+    click.echo(
+        f"study {info['study']}: {info['finished']}/{budget} finished — "
+        f"{info['complete']} complete, {info['pruned']} pruned, {info['failed']} failed, "
+        f"{info['running']} running, {info['waiting']} waiting"
+    )
+    if "best" in info:
+        label = metric or "value"
+        click.echo(f"best: trial #{info['best']['number']} {label} = {info['best']['value']:.4f}")

@@ -1,0 +1,167 @@
+"""Fashion-MNIST as tensors in memory: find it, load it once, split it.
+
+Where the data comes from, in order:
+
+1. the data directory (``--data-dir``, else ``$HPO_DATA_DIR``, else ``./data``) in
+   torchvision's layout (``<dir>/FashionMNIST/raw/*-ubyte``, or the ``.gz`` files);
+2. Debian's package ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``),
+   decompressed into the data directory (its .gz headers differ from the originals, so
+   torchvision's checksum check would reject the files themselves);
+3. torchvision's download, for machines with internet.
+
+The validation split is a fixed, seeded part of the 60,000 training images. The 10,000 test
+images are only ever evaluated after training.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from hpo.errors import DataNotFoundError
+from hpo.spec import DataSpec
+
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+DATA_DIR_ENV = "HPO_DATA_DIR"
+FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Images as float rows (N x 784, normalised) and int64 labels, on one device."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def to(self, device: torch.device | str) -> Split:
+        return Split(self.x.to(device), self.y.to(device))
+
+
+@dataclass(frozen=True)
+class Dataset:
+    train: Split
+    val: Split
+    test: Split
+
+    def to(self, device: torch.device | str) -> Dataset:
+        return Dataset(self.train.to(device), self.val.to(device), self.test.to(device))
+
+
+def default_data_dir(data_dir: str | Path | None = None) -> Path:
+    """The data directory: the argument, else ``$HPO_DATA_DIR``, else ``./data``."""
+    return Path(data_dir or os.environ.get(DATA_DIR_ENV) or "data")
+
+
+def locate(data_dir: str | Path | None = None, debian_dir: Path = DEBIAN_DIR) -> Path:
+    """Return a torchvision root holding Fashion-MNIST's raw files, fetching them if needed.
+
+    Raises:
+        DataNotFoundError: the data is nowhere and the download failed; the message lists the
+            three ways to provide it.
+    """
+    root = default_data_dir(data_dir)
+    raw = root / "FashionMNIST" / "raw"
+    if all((raw / f).is_file() for f in FILES):
+        return root
+    for source in (raw, debian_dir):
+        if all((source / f"{f}.gz").is_file() for f in FILES):
+            _decompress(source, raw)
+            return root
+    try:
+        import torchvision
+
+        torchvision.datasets.FashionMNIST(str(root), train=True, download=True)
+        torchvision.datasets.FashionMNIST(str(root), train=False, download=True)
+    except Exception as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DataNotFoundError(
+            f"Fashion-MNIST not found in {root}/FashionMNIST/raw or {debian_dir}, and the "
+            f"download failed ({reason[:120]}). Provide it one of three ways: "
+            f"(1) --data-dir DIR or ${DATA_DIR_ENV}=DIR pointing at a folder with "
+            "FashionMNIST/raw/*-ubyte(.gz); (2) 'apt-get install dataset-fashion-mnist' "
+            "(Debian/Ubuntu); (3) run once with internet access so torchvision downloads it."
+        ) from None
+    return root
+
+
+def _decompress(source: Path, raw: Path) -> None:
+    try:
+        raw.mkdir(parents=True, exist_ok=True)
+        for name in FILES:
+            tmp = raw / f"{name}.tmp{os.getpid()}"
+            with gzip.open(source / f"{name}.gz", "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            tmp.replace(raw / name)  # atomic: concurrent workers never see half a file
+    except OSError as err:
+        raise DataNotFoundError(
+            f"found Fashion-MNIST in {source} but could not decompress it into {raw}: "
+            f"{err.strerror or err}; pass a writable --data-dir"
+        ) from None
+
+
+def load(spec: DataSpec, data_dir: str | Path | None = None) -> Dataset:
+    """Load Fashion-MNIST once, normalised, split into train/validation/test tensors (CPU)."""
+    import torchvision
+
+    root = locate(data_dir)
+    train_full = torchvision.datasets.FashionMNIST(str(root), train=True, download=False)
+    test = torchvision.datasets.FashionMNIST(str(root), train=False, download=False)
+    return split(train_full.data, train_full.targets, test.data, test.targets, spec)
+
+
+def split(
+    train_images: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_images: torch.Tensor,
+    test_labels: torch.Tensor,
+    spec: DataSpec,
+) -> Dataset:
+    """Hold out a seeded validation split; normalise with the training part's statistics."""
+    n = len(train_labels)
+    if spec.validation_size >= n:
+        raise ValueError(f"validation_size={spec.validation_size} leaves no training data")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(spec.seed))
+    val_idx = order[: spec.validation_size]
+    train_idx = order[spec.validation_size :]
+    if spec.train_size is not None:
+        train_idx = train_idx[: spec.train_size]
+    train_x = _flatten(train_images[train_idx])
+    mean, std = train_x.mean(), train_x.std()
+
+    def norm(images: torch.Tensor) -> torch.Tensor:
+        return (_flatten(images) - mean) / std
+
+    return Dataset(
+        train=Split((train_x - mean) / std, train_labels[train_idx].long()),
+        val=Split(norm(train_images[val_idx]), train_labels[val_idx].long()),
+        test=Split(norm(test_images), test_labels.long()),
+    )
+
+
+def _flatten(images: torch.Tensor) -> torch.Tensor:
+    return images.reshape(len(images), -1).float().div_(255.0)

@@ -1,0 +1,57 @@
+"""The MLP: ``784 → hidden widths → 10`` with a chosen activation, dropout and initialisation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "gelu": nn.GELU,
+}
+
+
+def build_mlp(
+    hidden: Sequence[int],
+    activation: str = "relu",
+    dropout: float = 0.0,
+    init: str = "default",
+    n_in: int = 784,
+    n_out: int = 10,
+) -> nn.Sequential:
+    """An MLP with one Linear + activation (+ dropout) block per hidden width."""
+    layers: list[nn.Module] = []
+    width = n_in
+    for units in hidden:
+        layers.append(nn.Linear(width, units))
+        layers.append(ACTIVATIONS[activation]())
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        width = units
+    layers.append(nn.Linear(width, n_out))
+    model = nn.Sequential(*layers)
+    _initialise(model, init, activation)
+    return model
+
+
+def _initialise(model: nn.Module, init: str, activation: str) -> None:
+    if init == "default":  # PyTorch's own (Kaiming-uniform with a=sqrt(5))
+        return
+    gain_name = activation if activation in ("relu", "tanh", "sigmoid") else "relu"
+    for layer in model.modules():
+        if not isinstance(layer, nn.Linear):
+            continue
+        if init == "xavier":
+            nn.init.xavier_uniform_(layer.weight, gain=nn.init.calculate_gain(gain_name))
+        elif init == "he":
+            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+        else:
+            raise ValueError(f"unknown init {init!r}")
+        nn.init.zeros_(layer.bias)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

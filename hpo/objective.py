@@ -1,0 +1,116 @@
+"""The one place where training meets Optuna: suggest → build → train → report → prune.
+
+Every ``suggest_*`` call happens in :func:`suggest`, following the space's conditional
+structure; the trainer only sees a :class:`~hpo.trainer.TrainConfig` and a per-epoch callback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import optuna
+import torch
+
+from hpo.data import Dataset
+from hpo.space import Choice, FloatRange, IntRange, Param, resolve
+from hpo.spec import StudySpec, TrainSpec
+from hpo.trainer import EpochStats, TrainConfig, TrainResult, train
+
+
+class TrialDiverged(Exception):
+    """Training produced a NaN or infinite loss; the trial fails with this reason."""
+
+
+def suggest(trial: optuna.Trial, space: Mapping[str, Param]) -> dict[str, Any]:
+    """Draw one point of ``space`` through ``trial`` (conditional parameters included)."""
+
+    def choose(name: str, param: Param) -> Any:
+        if isinstance(param, IntRange):
+            return trial.suggest_int(name, param.low, param.high, step=param.step, log=param.log)
+        if isinstance(param, FloatRange):
+            return trial.suggest_float(name, param.low, param.high, step=param.step, log=param.log)
+        assert isinstance(param, Choice)
+        return trial.suggest_categorical(name, list(param.choices))
+
+    return resolve(space, choose)
+
+
+def to_config(point: Mapping[str, Any], train_spec: TrainSpec) -> TrainConfig:
+    """Turn a resolved point of the space into the trainer's config."""
+    return TrainConfig(
+        hidden=tuple(point[f"units_{k}"] for k in range(1, point["depth"] + 1)),
+        activation=point["activation"],
+        init=point["init"],
+        dropout=point["dropout"],
+        optimizer=point["optimizer"],
+        lr=point["lr"],
+        momentum=point.get("momentum", 0.0),
+        weight_decay=point["weight_decay"],
+        l1=point["l1"],
+        batch_size=point["batch_size"],
+        epochs=point["epochs"],
+        seed=train_spec.seed,
+        patience=train_spec.early_stopping_patience,
+        min_delta=train_spec.early_stopping_min_delta,
+        eval_batch_size=train_spec.eval_batch_size,
+    )
+
+
+def metric_value(stats: EpochStats, metric: str) -> float:
+    return stats.val_loss if metric == "val_loss" else stats.val_accuracy
+
+
+def make_objective(
+    spec: StudySpec, data: Dataset, device: torch.device | str | None = None
+) -> Callable[[optuna.Trial], float]:
+    """An Optuna objective for ``spec`` over data already loaded (once per worker).
+
+    It reports the study's metric each epoch, raises ``TrialPruned`` when the pruner says so,
+    and :class:`TrialDiverged` on a NaN/inf loss; metrics go into the trial's user attributes.
+    """
+
+    def objective(trial: optuna.Trial) -> float:
+        point = suggest(trial, spec.space)
+        config = to_config(point, spec.train)
+
+        def on_epoch(stats: EpochStats) -> bool:
+            trial.report(metric_value(stats, spec.metric), stats.epoch)
+            return trial.should_prune()
+
+        result = train(config, data, on_epoch, device)
+        record(trial, point, result)
+        if result.stop_reason == "diverged":
+            raise TrialDiverged(f"diverged: {result.detail}")
+        if result.stop_reason == "callback":
+            raise optuna.TrialPruned(f"pruned after epoch {result.last.epoch}")
+        return metric_value(result.last, spec.metric)
+
+    return objective
+
+
+def record(trial: optuna.Trial, point: Mapping[str, Any], result: TrainResult) -> None:
+    """Store what a trial measured as user attributes (one JSON value each)."""
+    attrs: dict[str, Any] = {
+        "config": dict(point),
+        "n_params": result.n_params,
+        "epochs_run": len(result.epochs),
+        "train_seconds": round(result.train_seconds, 4),
+        "eval_seconds": round(result.eval_seconds, 4),
+        "stop_reason": result.stop_reason,
+        "train_loss_curve": [round(e.train_loss, 6) for e in result.epochs],
+        "val_loss_curve": [round(e.val_loss, 6) for e in result.epochs],
+        "val_accuracy_curve": [round(e.val_accuracy, 6) for e in result.epochs],
+    }
+    if result.epochs:
+        attrs.update(
+            train_loss=result.last.train_loss,
+            val_loss=result.last.val_loss,
+            val_accuracy=result.last.val_accuracy,
+        )
+    if result.test_accuracy is not None:
+        attrs.update(test_accuracy=result.test_accuracy, test_loss=result.test_loss)
+    if result.detail:
+        attrs["stop_detail"] = result.detail
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)

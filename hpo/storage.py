@@ -1,0 +1,167 @@
+"""Where studies live: resolving the storage URL, opening it, and a study-wide lock.
+
+Precedence for the URL: ``--storage`` > ``$HPO_STORAGE`` > the study file's ``study.storage`` >
+``sqlite:///storage/<name>.db``. Passwords in URLs are never printed: use :func:`mask`.
+
+The :class:`StudyLock` serialises the few moments when a worker claims a trial, so the budget
+and the grid stay exact with any number of workers: an advisory lock on PostgreSQL, a file lock
+beside the database on SQLite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import sqlalchemy
+from sqlalchemy.engine import make_url
+
+from hpo.errors import StorageError
+
+STORAGE_ENV = "HPO_STORAGE"
+SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg", "mysql", "mysql+pymysql")
+
+
+def resolve_url(study_name: str, file_url: str | None = None, cli_url: str | None = None) -> str:
+    """Pick the storage URL by precedence and normalise it.
+
+    Raises:
+        StorageError: the URL is malformed or names an unsupported database.
+    """
+    url = cli_url or os.environ.get(STORAGE_ENV) or file_url or f"sqlite:///storage/{study_name}.db"
+    if "://" not in url:
+        raise StorageError(
+            f"storage {url!r} is not a URL; for a SQLite file write 'sqlite:///{url}', "
+            "for PostgreSQL 'postgresql+psycopg://user:password@host:5432/dbname'"
+        )
+    try:
+        parsed = make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        raise StorageError(f"storage URL {mask(url)!r} is malformed") from None
+    if parsed.drivername not in SCHEMES:
+        raise StorageError(
+            f"storage URL scheme {parsed.drivername!r} is not supported; use sqlite:///path.db "
+            "or postgresql+psycopg://user@host/db"
+        )
+    if parsed.drivername == "postgresql":  # psycopg 3 is what hpo installs; psycopg2 is not
+        url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    if parsed.drivername == "sqlite" and not parsed.database:
+        raise StorageError("a SQLite storage URL needs a file: sqlite:///path/to/study.db")
+    return url
+
+
+def mask(url: str) -> str:
+    """The URL with any password replaced by ``***``."""
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
+    if parsed.password is None:
+        return url
+    return parsed.set(password="***").render_as_string(hide_password=False)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL, else None."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def open_storage(url: str, create: bool = True) -> optuna.storages.RDBStorage:
+    """Open (and, if ``create``, initialise) the storage at ``url``.
+
+    Read-only callers pass ``create=False``: a missing SQLite file is an error, not a new file,
+    and no tables are created.
+
+    Raises:
+        StorageError: the database is missing or unreachable; the message masks passwords.
+    """
+    path = sqlite_path(url)
+    engine_kwargs: dict = {}
+    if path is not None:
+        if not path.exists():
+            if not create:
+                raise StorageError(
+                    f"no study database at {path}; run 'hpo run STUDY_FILE' first or pass --storage"
+                )
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise StorageError(f"cannot create {path.parent}: {err.strerror}") from None
+        _enable_wal(path)
+        # Several local workers write to one file: wait for the lock instead of failing.
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    else:
+        engine_kwargs.update(pool_size=2, max_overflow=2, pool_pre_ping=True)
+    try:
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=engine_kwargs, skip_table_creation=not create
+        )
+    except (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error, OSError) as err:
+        raise StorageError(f"cannot open storage {mask(url)}: {_reason(err)}") from None
+    except RuntimeError as err:  # optuna's schema-version check
+        raise StorageError(f"storage {mask(url)} is not usable: {_reason(err)}") from None
+
+
+def _enable_wal(path: Path) -> None:
+    """WAL lets readers (status, dashboard) run while workers write; it persists in the file."""
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=60)) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.Error as err:
+        raise StorageError(f"cannot open SQLite database {path}: {err}") from None
+
+
+def _reason(err: BaseException) -> str:
+    text = str(getattr(err, "orig", None) or err).strip().splitlines()
+    return text[0][:200] if text else type(err).__name__
+
+
+class StudyLock:
+    """A lock shared by every worker of one study, wherever they run.
+
+    PostgreSQL: a session-level advisory lock keyed by the study name (released by the server
+    if the worker dies). SQLite: ``flock`` on ``<db>.lock`` (SQLite is local to one host).
+    Other backends get no lock.
+    """
+
+    def __init__(self, url: str, study_name: str) -> None:
+        self._path = sqlite_path(url)
+        self._engine: sqlalchemy.Engine | None = None
+        self._key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big") >> 1
+        if self._path is None and make_url(url).get_backend_name() == "postgresql":
+            self._engine = sqlalchemy.create_engine(
+                url, pool_size=1, max_overflow=0, pool_pre_ping=True
+            )
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        if self._path is not None:
+            with open(f"{self._path}.lock", "a") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+        elif self._engine is not None:
+            with self._engine.connect() as conn:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self._key})
+                try:
+                    yield
+                finally:
+                    conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
+        else:
+            yield
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
