@@ -77,7 +77,7 @@ def default_data_dir(data_dir: str | Path | None = None) -> Path:
     return Path(data_dir or os.environ.get(DATA_DIR_ENV) or "data")
 
 
-def locate(data_dir: str | Path | None = None, debian_dir: Path = DEBIAN_DIR) -> Path:
+def locate(data_dir: str | Path | None = None, debian_dir: Path | None = None) -> Path:
     """Return a torchvision root holding Fashion-MNIST's raw files, fetching them if needed.
 
     Raises:
@@ -85,6 +85,7 @@ def locate(data_dir: str | Path | None = None, debian_dir: Path = DEBIAN_DIR) ->
             three ways to provide it.
     """
     root = default_data_dir(data_dir)
+    debian_dir = debian_dir or DEBIAN_DIR
     raw = root / "FashionMNIST" / "raw"
     if all((raw / f).is_file() for f in FILES):
         return root

@@ -65,7 +65,7 @@ def mask(url: str) -> str:
         return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
     if parsed.password is None:
         return url
-    return parsed.set(password="***").render_as_string(hide_password=False)
+    return parsed.render_as_string(hide_password=True)
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -106,7 +106,12 @@ def open_storage(url: str, create: bool = True) -> optuna.storages.RDBStorage:
         return optuna.storages.RDBStorage(
             url, engine_kwargs=engine_kwargs, skip_table_creation=not create
         )
-    except (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error, OSError) as err:
+    except (
+        sqlalchemy.exc.SQLAlchemyError,
+        optuna.exceptions.StorageInternalError,
+        sqlite3.Error,
+        OSError,
+    ) as err:
         raise StorageError(f"cannot open storage {mask(url)}: {_reason(err)}") from None
     except RuntimeError as err:  # optuna's schema-version check
         raise StorageError(f"storage {mask(url)} is not usable: {_reason(err)}") from None
@@ -122,6 +127,9 @@ def _enable_wal(path: Path) -> None:
 
 
 def _reason(err: BaseException) -> str:
+    """The first line of the underlying driver error (optuna wraps SQLAlchemy's)."""
+    if isinstance(err, optuna.exceptions.StorageInternalError) and err.__cause__ is not None:
+        err = err.__cause__
     text = str(getattr(err, "orig", None) or err).strip().splitlines()
     return text[0][:200] if text else type(err).__name__
 

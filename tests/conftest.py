@@ -1,0 +1,93 @@
+"""Shared fixtures: tiny synthetic data, the real Fashion-MNIST, and study files in tmp dirs."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data" / "fashion-mnist"
+
+
+@pytest.fixture(scope="session")
+def fmnist_dir() -> Path:
+    """The real Fashion-MNIST (torchvision layout). In CI it must exist: fail, never skip."""
+    path = Path(os.environ.get("HPO_TEST_DATA", SHARED_DATA))
+    if not (path / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+        message = f"Fashion-MNIST not found at {path}; set HPO_TEST_DATA"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_data():
+    """600 separable 784-d points in 10 classes: enough for a trainer to learn in 3 epochs."""
+    import torch
+
+    from hpo.data import Dataset, Split
+
+    g = torch.Generator().manual_seed(0)
+    centers = torch.randn(10, 784, generator=g) * 0.5
+
+    def make(n: int) -> Split:
+        y = torch.randint(0, 10, (n,), generator=g)
+        return Split(centers[y] + torch.randn(n, 784, generator=g), y)
+
+    return Dataset(train=make(400), val=make(100), test=make(100))
+
+
+@pytest.fixture
+def write_study(tmp_path: Path):
+    """write_study(toml_text, name="s.toml") -> path of a study file in tmp_path."""
+
+    def write(text: str, name: str = "s.toml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    return write
+
+
+SMALL_STUDY = """
+[study]
+name = "{name}"
+metric = "val_accuracy"
+
+[budget]
+n_trials = {n_trials}
+
+[sampler]
+name = "{sampler}"
+seed = 1
+
+[pruner]
+name = "none"
+
+[data]
+validation_size = 1000
+train_size = 2000
+
+[space]
+depth = 1
+units = {units}
+lr = {{ low = 1e-3, high = 1e-2, log = true }}
+epochs = 2
+batch_size = 128
+"""
+
+
+def small_study(
+    name: str = "small", n_trials: int = 4, sampler: str = "random", units: str = "[16, 32]"
+) -> str:
+    """A study file that trains in about a second per trial on a real-data slice."""
+    text = SMALL_STUDY.format(name=name, n_trials=n_trials, sampler=sampler, units=units)
+    if sampler == "grid":
+        text = text.replace("lr = { low = 1e-3, high = 1e-2, log = true }", "lr = [1e-3, 1e-2]")
+        text = text.replace(f"n_trials = {n_trials}\n", "")
+        text = text.replace("[budget]\n", "")
+    return text

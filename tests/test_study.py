@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from hpo.errors import SpecError, StorageError, StudyMismatchError
+from hpo.spec import parse_spec
+from hpo.storage import StudyLock, mask, open_storage, resolve_url
+from hpo.study import claim, create_or_load, join, read_budget, tally
+
+
+def _spec(name="s", sampler="random", n_trials=3, lr=(0.1, 0.01)):
+    raw = {
+        "study": {"name": name},
+        "sampler": {"name": sampler},
+        "space": {"depth": 1, "lr": list(lr)},
+    }
+    if n_trials is not None:
+        raw["budget"] = {"n_trials": n_trials}
+    return parse_spec(raw)
+
+
+def test_url_precedence(monkeypatch):
+    monkeypatch.delenv("HPO_STORAGE", raising=False)
+    assert resolve_url("x") == "sqlite:///storage/x.db"
+    assert resolve_url("x", "sqlite:///f.db") == "sqlite:///f.db"
+    monkeypatch.setenv("HPO_STORAGE", "sqlite:///env.db")
+    assert resolve_url("x", "sqlite:///f.db") == "sqlite:///env.db"
+    assert resolve_url("x", "sqlite:///f.db", "sqlite:///cli.db") == "sqlite:///cli.db"
+
+
+def test_url_errors_and_normalisation():
+    with pytest.raises(StorageError, match="write 'sqlite:///storage/x.db'"):
+        resolve_url("x", cli_url="storage/x.db")
+    with pytest.raises(StorageError, match="not supported"):
+        resolve_url("x", cli_url="redis://localhost/0")
+    url = resolve_url("x", cli_url="postgresql://u:pw@h/db")
+    assert url == "postgresql+psycopg://u:pw@h/db"
+
+
+def test_mask_hides_passwords():
+    assert mask("postgresql+psycopg://u:s3cret@h:5432/db") == "postgresql+psycopg://u:***@h:5432/db"
+    assert "s3cret" not in mask("postgresql+psycopg://u:s3cret@h/db?x=1")
+    assert mask("sqlite:///a.db") == "sqlite:///a.db"
+
+
+def test_readers_never_create_a_database(tmp_path):
+    path = tmp_path / "none.db"
+    with pytest.raises(StorageError, match="no study database"):
+        open_storage(f"sqlite:///{path}", create=False)
+    assert not path.exists()
+
+
+def test_create_load_and_fingerprint_check(tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    storage = open_storage(url)
+    spec = _spec()
+    study = create_or_load(spec, storage, url)
+    assert read_budget(study).n_trials == 3
+    again = create_or_load(spec, storage, url, n_trials=7)  # same file: loads, extends budget
+    assert again._study_id == study._study_id and read_budget(again).n_trials == 7
+    joined = join(spec, storage, url)
+    assert joined.study_name == "s"
+    changed = _spec(lr=(0.1, 0.02))
+    with pytest.raises(StudyMismatchError, match="differing sections: space"):
+        join(changed, storage, url)
+    with pytest.raises(StudyMismatchError):
+        create_or_load(changed, storage, url)
+
+
+def test_join_missing_study(tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    with pytest.raises(StorageError, match="no study 's'"):
+        join(_spec(), open_storage(url), url)
+
+
+def test_budget_is_the_studys(tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    storage = open_storage(url)
+    spec = _spec(n_trials=3)
+    study = create_or_load(spec, storage, url)
+    lock = StudyLock(url, spec.name)
+    claimed = []
+    while (trial := claim(study, spec, lock)) is not None:
+        claimed.append(trial)
+        if len(claimed) == 2:  # a running trial counts against the budget too
+            assert claim(study, spec, lock) is not None
+            claimed.append(None)
+            break
+        study.tell(trial, 0.5)
+    assert len(claimed) == 3
+    assert claim(study, spec, lock) is None
+
+
+def test_grid_points_are_enqueued_once_and_popped_once(tmp_path):
+    url = f"sqlite:///{tmp_path}/g.db"
+    storage = open_storage(url)
+    spec = _spec(name="g", sampler="grid", n_trials=None, lr=(0.1, 0.01, 0.001))
+    study = create_or_load(spec, storage, url)
+    create_or_load(spec, storage, url)  # a second creator must not enqueue again
+    assert tally(study).waiting == 3
+    lock = StudyLock(url, spec.name)
+    seen = []
+    while (trial := claim(study, spec, lock)) is not None:
+        seen.append(trial.suggest_categorical("lr", [0.1, 0.01, 0.001]))
+        study.tell(trial, 1.0)
+    assert sorted(seen) == [0.001, 0.01, 0.1]
+    assert tally(study).complete == 3 and read_budget(study).n_trials == 3
+
+
+def test_grid_budget_override_is_checked(tmp_path):
+    url = f"sqlite:///{tmp_path}/g.db"
+    spec = _spec(name="g", sampler="grid", n_trials=None)
+    with pytest.raises(SpecError, match="exceeds the grid"):
+        create_or_load(spec, open_storage(url), url, n_trials=5)
+
+
+def test_timeout_budget_stops_claims(tmp_path):
+    url = f"sqlite:///{tmp_path}/t.db"
+    spec = parse_spec(
+        {"study": {"name": "t"}, "budget": {"timeout_minutes": 0.0001}, "space": {"lr": [0.1, 0.2]}}
+    )
+    study = create_or_load(spec, open_storage(url), url)
+    import time
+
+    time.sleep(0.05)
+    assert claim(study, spec, StudyLock(url, "t")) is None
+
+
+def test_seeded_sampler_differs_per_trial_but_is_reproducible():
+    from hpo.samplers import build_sampler
+
+    def draw(trial_number):
+        study = optuna.create_study(sampler=build_sampler("random", {}, 7, trial_number))
+        return study.ask().suggest_float("x", 0, 1)
+
+    assert draw(0) == draw(0)
+    assert draw(0) != draw(1)
