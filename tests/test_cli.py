@@ -31,8 +31,10 @@ def test_python_dash_m_runs_the_cli():
 
 BAD_FILES = {
     "unknown key": '[study]\nname = "x"\ncolour = "red"\n[budget]\nn_trials = 1',
-    "inverted range": '[study]\nname = "x"\n[budget]\nn_trials = 1\n[space]\nlr = {low = 1, high = 0.1}',
-    "grid over continuous": '[study]\nname = "x"\n[sampler]\nname = "grid"\n[space]\nlr = {low = 0.1, high = 1.0}',
+    "inverted range": '[study]\nname = "x"\n[budget]\nn_trials = 1\n'
+    "[space]\nlr = {low = 1, high = 0.1}",
+    "grid over continuous": '[study]\nname = "x"\n[sampler]\nname = "grid"\n'
+    "[space]\nlr = {low = 0.1, high = 1.0}",
     "malformed": "[study\n",
 }
 

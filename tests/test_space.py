@@ -2,12 +2,11 @@ from __future__ import annotations
 
 import pytest
 
+from hpo import space as space_module
 from hpo.errors import SpecError
-from hpo.optimizers import OPTIMIZERS
 from hpo.model import ACTIVATIONS
+from hpo.optimizers import OPTIMIZERS
 from hpo.space import (
-    ACTIVATIONS as SPACE_ACTIVATIONS,
-    OPTIMIZERS as SPACE_OPTIMIZERS,
     Choice,
     FloatRange,
     IntRange,
@@ -19,8 +18,8 @@ from hpo.space import (
 
 
 def test_space_names_match_the_registries():
-    assert set(SPACE_OPTIMIZERS) == set(OPTIMIZERS)
-    assert set(SPACE_ACTIVATIONS) == set(ACTIVATIONS)
+    assert set(space_module.OPTIMIZERS) == set(OPTIMIZERS)
+    assert set(space_module.ACTIVATIONS) == set(ACTIVATIONS)
 
 
 def test_values_of_ranges():
@@ -51,7 +50,7 @@ def test_grid_respects_conditional_parameters():
 
 
 def test_grid_rejects_continuous_range():
-    with pytest.raises(SpecError, match="space.lr is a continuous range"):
+    with pytest.raises(SpecError, match=r"space\.lr is a continuous range"):
         grid_points(parse_space({"lr": {"low": 1e-4, "high": 1e-2}}))
 
 

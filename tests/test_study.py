@@ -30,7 +30,7 @@ def test_url_precedence(monkeypatch):
 
 
 def test_url_errors_and_normalisation():
-    with pytest.raises(StorageError, match="write 'sqlite:///storage/x.db'"):
+    with pytest.raises(StorageError, match=r"write 'sqlite:///storage/x\.db'"):
         resolve_url("x", cli_url="storage/x.db")
     with pytest.raises(StorageError, match="not supported"):
         resolve_url("x", cli_url="redis://localhost/0")
