@@ -15,11 +15,19 @@ The public API, one concept per module:
 
 from __future__ import annotations
 
+import warnings
+
+import optuna
+
 from hpo.errors import DataNotFoundError, HpoError, SpecError, StorageError, StudyMismatchError
 from hpo.spec import StudySpec, load_spec, parse_spec
 from hpo.storage import mask, open_storage, resolve_url
 
 __version__ = "0.1.0"
+
+# Study files may opt into Optuna's experimental features (multivariate TPE, GP, ...) on
+# purpose; repeating that warning on every worker and every trial is noise.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 __all__ = [
     "DataNotFoundError",
