@@ -67,6 +67,7 @@ class TrainResult:
     eval_seconds: float = 0.0
     test_loss: float | None = None
     test_accuracy: float | None = None
+    model: torch.nn.Module | None = field(default=None, repr=False)  # the trained network
 
     @property
     def last(self) -> EpochStats:
@@ -102,7 +103,7 @@ def train(
     )
     weights = [p for name, p in model.named_parameters() if name.endswith("weight")]
     generator = torch.Generator(device="cpu").manual_seed(config.seed)
-    result = TrainResult(n_params=count_parameters(model))
+    result = TrainResult(n_params=count_parameters(model), model=model)
     x, y = data.train.x, data.train.y
     n, bs = len(y), config.batch_size
     best_val, stale = math.inf, 0
