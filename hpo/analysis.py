@@ -29,7 +29,10 @@ from hpo.study import check_fingerprint, tally
 from hpo.table import Row, rows, top
 
 CONFUSION_ID = "hpo-best-confusion"
-NOTE_MARKER = "<!-- hpo analyze writes everything below this line; write your notes above -->"
+NOTE_MARKER = (
+    "*Everything below this line is written by hpo (hpo run, hpo analyze) and replaced each "
+    "time; write your own notes above it.*"
+)
 
 
 @dataclass(frozen=True)

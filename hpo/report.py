@@ -115,9 +115,10 @@ def _cpu_model() -> str:
 def study_file(analysis: Analysis) -> str:
     source = analysis.spec.source
     if source and Path(source).is_file():
-        return f"<p>{html.escape(source)}</p><pre>{html.escape(Path(source).read_text())}</pre>"
+        text = html.escape(Path(source).read_text(), quote=False)
+        return f"<p>{html.escape(source)}</p><pre>{text}</pre>"
     resolved = json.dumps(analysis.spec.resolved(), indent=2)
-    return f"<p>resolved study (file not found)</p><pre>{html.escape(resolved)}</pre>"
+    return f"<p>resolved study (file not found)</p><pre>{html.escape(resolved, quote=False)}</pre>"
 
 
 def trials_table(analysis: Analysis) -> str:
