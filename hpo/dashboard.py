@@ -4,7 +4,8 @@ The storage is opened the way every reader opens it (:func:`hpo.storage.open_sto
 ``create=False``): a missing SQLite file or study is an error, and no tables are created. The
 dashboard can still write what a person does in it (notes, for instance), like optuna-dashboard
 itself. It serves with :mod:`wsgiref`, one request at a time, which is what optuna-dashboard's
-own ``run_server`` does; for a shared deployment put :func:`app` behind a WSGI server.
+own ``run_server`` does; for a shared deployment, serve
+``optuna_dashboard.wsgi(open_storage(url, create=False))`` with a WSGI server instead.
 """
 
 from __future__ import annotations
@@ -32,11 +33,6 @@ class AddressError(HpoError):
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # one line per request is noise
         pass
-
-
-def app(url: str):
-    """optuna-dashboard's WSGI application on ``url``, opened read-only (no table creation)."""
-    return optuna_dashboard.wsgi(open_storage(url, create=False))
 
 
 def bind(spec: StudySpec, url: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT):

@@ -70,7 +70,8 @@ class Evaluation:
 
     def source(self) -> str:
         """One line saying where the weights came from and whether they match the trial."""
-        how = f"trial #{self.trial} retrained with its seed ({self.device}, {self.threads} threads)"
+        threads = f"{self.threads} thread{'s' if self.threads != 1 else ''}"
+        how = f"trial #{self.trial} retrained with its seed ({self.device}, {threads})"
         if self.reproduced:
             return f"{how}; reproduced its val_accuracy {self.retrained_val_accuracy:.4f} exactly"
         return (
@@ -87,6 +88,7 @@ class Evaluation:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Evaluation:
+        """Inverse of :meth:`to_dict`; raises TypeError if fields are missing or unknown."""
         fields = {k: v for k, v in data.items() if k not in ("reproduced", "per_class")}
         fields["classes"] = tuple(fields.get("classes", CLASSES))
         return cls(**fields)
@@ -128,7 +130,10 @@ def cached(study: optuna.Study, spec: StudySpec) -> Evaluation | None:
         return None
     if stored.get("trial") != trial.number or stored.get("fingerprint") != spec.fingerprint():
         return None
-    return Evaluation.from_dict(stored)
+    try:
+        return Evaluation.from_dict(stored)
+    except TypeError:  # stored by a version of hpo with other fields: evaluate again
+        return None
 
 
 def retrain_best(

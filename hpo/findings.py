@@ -214,6 +214,7 @@ def frontier(table: Sequence[Row]) -> Finding:
             f"{100 * gain:+.2f} pp ({100 * gain / doublings:+.2f} pp per doubling)"
         )
     details.append("each point is one run with one seed; seed-to-seed spread is not measured")
+    details.append("training seconds are wall-clock: they depend on threads and machine load")
     return Finding(question, len(rows), "; ".join(parts), details)
 
 

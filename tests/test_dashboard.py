@@ -217,3 +217,60 @@ def test_browser_renders_the_report_offline(finished, browser, tmp_path):
     plots = wait_for_plots(browser, ".js-plotly-plot", len(FIGURES))
     assert len(plots) == len(FIGURES)
     screenshot(browser, "report.png")
+
+
+PG_SERVER = os.environ.get("HPO_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432")
+PG_PREFIX = os.environ.get("HPO_TEST_DB_PREFIX", "hpo_i4_")
+
+
+@pytest.fixture
+def pg_database():
+    """A new, empty PostgreSQL database, dropped afterwards (never skipped)."""
+    import uuid
+
+    import sqlalchemy
+
+    name = f"{PG_PREFIX}{uuid.uuid4().hex[:12]}"
+    admin = sqlalchemy.create_engine(f"{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    yield f"{PG_SERVER}/{name}"
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def public_tables(url: str) -> int:
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url)
+    with engine.connect() as conn:
+        query = "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
+        count = conn.execute(sqlalchemy.text(query)).scalar_one()
+    engine.dispose()
+    return count
+
+
+def test_dashboard_on_postgresql(pg_database, write_study, fmnist_dir):
+    from hpo.dashboard import bind
+    from hpo.spec import load_spec
+    from tests.conftest import small_study
+
+    study = write_study(small_study(name="pg", n_trials=3))
+    empty = CliRunner().invoke(main, ["dashboard", str(study), "--storage", pg_database])
+    assert empty.exit_code == 2 and empty.output.startswith("Error: ")
+    assert public_tables(pg_database) == 0  # reading created nothing
+    data = ["--data-dir", str(fmnist_dir), "--threads", "1"]
+    run = CliRunner().invoke(main, ["run", str(study), "--storage", pg_database, *data])
+    assert run.exit_code == 0, run.output
+    server, page = bind(load_spec(study), pg_database, port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base, study_id = page.split("/dashboard/studies/")
+        detail = get_json(f"{base}/api/studies/{study_id}")
+        assert detail["name"] == "pg" and len(detail["trials"]) == 3
+        assert {g["id"] for g in detail["plotly_graph_objects"]} == {q.id for q in ALL}
+    finally:
+        server.shutdown()
+        server.server_close()
