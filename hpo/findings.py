@@ -106,6 +106,8 @@ def batch_size(table: Sequence[Row]) -> Finding:
     rows = _usable(question, table, "batch_size", "n_params")
     if len(rows) < MIN_TRIALS:
         return _too_few(question, rows)
+    if len({r.get("batch_size") for r in rows}) < 2:
+        return Finding(question, len(rows), "only one batch size was tried")
     gaps: list[tuple[str, list[float], list[float]]] = []
     details = []
     for label, group in q.SIZE.split(rows):
@@ -152,6 +154,9 @@ def curves(table: Sequence[Row], pruned: int = 0) -> Finding:
     common = sorted(set(s_means) & set(l_means))
     if not common:
         return Finding(question, len(rows), "too few trials per size group (2 needed)", caveat)
+    if len(common) < 2:
+        answer = "curves of one epoch (n >= 2 per size group) only: nothing to overtake in"
+        return Finding(question, len(rows), answer, caveat)
     gap = {e: l_means[e].value - s_means[e].value for e in common}
     ahead = [e for e in common if all(gap[k] > 0 for k in common if k >= e)]
     first, last = common[0], common[-1]
@@ -189,7 +194,10 @@ def lr_optimizer(table: Sequence[Row]) -> Finding:
         label, best = max(cells, key=lambda c: sum(_acc(c[1])) / len(c[1]))
         parts.append(f"{optimizer} best at lr {label} ({mean_ci(_acc(best)).pct()})")
         details += [f"{optimizer}, lr {lab}: {mean_ci(_acc(c)).pct()}" for lab, c in cells]
-    return Finding(question, len(rows), "; ".join(parts), details)
+    answer = "; ".join(parts)
+    if len(bins) == 1:
+        answer = f"only lr {bins[0][0]} was tried: {answer}"
+    return Finding(question, len(rows), answer, details)
 
 
 def frontier(table: Sequence[Row]) -> Finding:

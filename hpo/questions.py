@@ -35,7 +35,10 @@ class Axis:
             groups: list[list[Row]] = [[] for _ in bins]
             for r in having:
                 groups[which_bin(r.get(self.key), bins)].append(r)
-            levels = [(f"{fmt(lo)}–{fmt(hi)}", g) for (lo, hi), g in zip(bins, groups, strict=True)]
+            levels = [
+                (fmt(lo) if lo == hi else f"{fmt(lo)}–{fmt(hi)}", g)
+                for (lo, hi), g in zip(bins, groups, strict=True)
+            ]
             return [(label, g) for label, g in levels if g]
         values = sorted({r.get(self.key) for r in having}, key=lambda v: (isinstance(v, str), v))
         return [(fmt(v), [r for r in having if r.get(self.key) == v]) for v in values]
@@ -45,8 +48,10 @@ def fmt(value: object) -> str:
     """Short labels: 64, 1.2e-03, 118k, 1.2M, adam."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
+    if abs(value) >= 1e6:
+        return f"{value / 1e6:.1f}M"
     if abs(value) >= 1000:
-        return f"{value / 1e6:.1f}M" if abs(value) >= 1e6 else f"{value / 1e3:.0f}k"
+        return f"{value / 1e3:.0f}k" if abs(value) >= 1e5 else f"{value / 1e3:.1f}k"
     if isinstance(value, float) and not value.is_integer():
         return f"{value:.1e}" if abs(value) < 0.01 else f"{value:.3g}"
     return str(int(value))
