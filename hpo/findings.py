@@ -155,7 +155,9 @@ def curves(table: Sequence[Row], pruned: int = 0) -> Finding:
     if not common:
         return Finding(question, len(rows), "too few trials per size group (2 needed)", caveat)
     if len(common) < 2:
-        answer = "curves of one epoch (n >= 2 per size group) only: nothing to overtake in"
+        answer = (
+            "the curves are one epoch long (with 2+ trials per size group): nothing to overtake"
+        )
         return Finding(question, len(rows), answer, caveat)
     gap = {e: l_means[e].value - s_means[e].value for e in common}
     ahead = [e for e in common if all(gap[k] > 0 for k in common if k >= e)]
