@@ -18,7 +18,7 @@ from hpo import questions as q
 from hpo.importance import MIN_TRIALS as MIN_IMPORTANCE_TRIALS
 from hpo.importance import Importance
 from hpo.questions import MIN_TRIALS, Question
-from hpo.stats import mean_ci
+from hpo.bootstrap import mean_ci
 from hpo.table import Row, complete
 
 TEMPLATE = "plotly_white"

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from hpo import questions as q
 from hpo.figures import curve_means, pareto
 from hpo.questions import MIN_TRIALS, Question, fmt
-from hpo.stats import Estimate, contrast_ci, diff_ci, mean_ci
+from hpo.bootstrap import Estimate, contrast_ci, diff_ci, mean_ci
 from hpo.table import Row, complete
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hpo.stats import log_bins, which_bin
+from hpo.bootstrap import log_bins, which_bin
 from hpo.table import Row
 
 MIN_TRIALS = 5  # fewer complete trials than this and a question gets "not enough data"
