@@ -15,10 +15,10 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from hpo import questions as q
+from hpo.bootstrap import mean_ci
 from hpo.importance import MIN_TRIALS as MIN_IMPORTANCE_TRIALS
 from hpo.importance import Importance
 from hpo.questions import MIN_TRIALS, Question
-from hpo.bootstrap import mean_ci
 from hpo.table import Row, complete
 
 TEMPLATE = "plotly_white"

@@ -1,7 +1,7 @@
 """What the data shows for each question in :mod:`hpo.questions`, with numbers behind it.
 
 Each finding is one answer sentence and a few supporting lines. Every comparison gives the
-number of trials and a 95% bootstrap interval (:mod:`hpo.stats`); an interval that includes 0
+number of trials and a 95% bootstrap interval (:mod:`hpo.bootstrap`); an interval that includes 0
 is reported as "no clear difference", not as a winner. Only COMPLETE trials are compared (a
 pruned trial's accuracy is from fewer epochs). A study's sampler does not spread trials evenly
 and single runs carry seed noise, so the intervals are a floor on the uncertainty, not a
@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from hpo import questions as q
+from hpo.bootstrap import Estimate, contrast_ci, diff_ci, mean_ci
 from hpo.figures import curve_means, pareto
 from hpo.questions import MIN_TRIALS, Question, fmt
-from hpo.bootstrap import Estimate, contrast_ci, diff_ci, mean_ci
 from hpo.table import Row, complete
 
 

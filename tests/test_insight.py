@@ -20,10 +20,10 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from hpo import analysis, figures, findings, questions
+from hpo.bootstrap import diff_ci, mean_ci
 from hpo.evaluation import confusion_matrix, scores
 from hpo.importance import importances, impute_absent, trial_set
 from hpo.spec import parse_spec
-from hpo.bootstrap import diff_ci, mean_ci
 from hpo.table import complete, rows
 
 UNITS = CategoricalDistribution((64, 128, 256))
