@@ -11,6 +11,10 @@ The public API, one concept per module:
 - ``storage`` / ``study``: storage URLs, the study lock, budget and grid bookkeeping
 - ``worker`` / ``runner``: run trials until the study's budget is spent
 - ``results`` / ``progress``: status, best trial, CSV export, progress lines
+- ``table`` / ``stats`` / ``questions``: trials as rows, bootstrap intervals, the questions asked
+- ``figures`` / ``importance`` / ``findings``: a figure, importances and an answer per question
+- ``analysis`` / ``report`` / ``dashboard``: the study note, the HTML report, optuna-dashboard
+- ``evaluation``: the best model (seeded retrain) per class on the test set
 """
 
 from __future__ import annotations

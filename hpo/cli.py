@@ -180,22 +180,41 @@ def status(study_file: str, storage: str | None, as_json: bool) -> None:
         _print_status(info, spec.metric)
 
 
+skip_eval_opt = click.option(
+    "--skip-eval",
+    is_flag=True,
+    help="Skip the best model's per-class test metrics (they need one seeded retrain of the "
+    "best trial, done once and kept in the study).",
+)
+
+
 @main.command()
 @study_file_arg
 @storage_opt
+@data_dir_opt
+@skip_eval_opt
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def best(study_file: str, storage: str | None, as_json: bool) -> None:
-    """Show the best trial: params, validation and test metrics.
+def best(
+    study_file: str, storage: str | None, data_dir: str | None, skip_eval: bool, as_json: bool
+) -> None:
+    """Show the best trial: params, metrics, and per-class test metrics of its model.
+
+    The model is the best trial retrained with its seed (checked against its recorded
+    validation accuracy), once; the result is kept in the study.
 
     \b
     Example:
         hpo best studies/quickstart.toml --json
     """
     from hpo import results
+    from hpo.evaluation import evaluate_best, render
 
     spec, url = _spec_and_url(study_file, storage)
-    info = results.best(results.open_study(spec, url), spec.metric)
+    study = results.open_study(spec, url)
+    info = results.best(study, spec.metric)
+    evaluation = None if skip_eval else evaluate_best(study, spec, data_dir, echo=_err)
     if as_json:
+        info["evaluation"] = evaluation.to_dict() if evaluation else None
         click.echo(json.dumps(info, indent=2))
         return
     click.echo(f"best trial #{info['number']}: {spec.metric} = {info['value']:.4f}")
@@ -203,6 +222,94 @@ def best(study_file: str, storage: str | None, as_json: bool) -> None:
         click.echo(f"  {key} = {value}")
     for key, value in info["metrics"].items():
         click.echo(f"  [{key}] {value:.4f}" if isinstance(value, float) else f"  [{key}] {value}")
+    if evaluation:
+        click.echo(render(evaluation))
+
+
+@main.command()
+@study_file_arg
+@storage_opt
+@data_dir_opt
+@skip_eval_opt
+def analyze(study_file: str, storage: str | None, data_dir: str | None, skip_eval: bool) -> None:
+    """Save hpo's figures and the study note into the study; print the note.
+
+    One figure per question (importance, widths, depth, batch size, learning curves, learning
+    rate, efficiency frontier), shown by 'hpo dashboard' next to optuna-dashboard's own.
+
+    \b
+    Example:
+        hpo analyze studies/quickstart.toml
+    """
+    from hpo.analysis import analyze_study
+
+    spec, url = _spec_and_url(study_file, storage)
+    result = analyze_study(spec, url, data_dir=data_dir, evaluate=not skip_eval, echo=_err)
+    click.echo(result.markdown())
+    click.echo(
+        f"saved {len(result.figures)} figures and the note to study {spec.name}; "
+        f"see them with: hpo dashboard {study_file}"
+    )
+
+
+@main.command()
+@study_file_arg
+@storage_opt
+@data_dir_opt
+@skip_eval_opt
+@click.option(
+    "-o", "--output", required=True, type=click.Path(dir_okay=False), help="HTML file to write."
+)
+def report(
+    study_file: str, storage: str | None, data_dir: str | None, skip_eval: bool, output: str
+) -> None:
+    """Write one self-contained HTML report (opens offline): figures, tables, study file.
+
+    \b
+    Example:
+        hpo report studies/quickstart.toml -o report.html
+    """
+    from hpo.analysis import analyze_study
+    from hpo.report import write
+
+    spec, url = _spec_and_url(study_file, storage)
+    result = analyze_study(
+        spec, url, data_dir=data_dir, evaluate=not skip_eval, save_to_study=False, echo=_err
+    )
+    path = write(result, url, output)
+    click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+@main.command()
+@study_file_arg
+@storage_opt
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; 0.0.0.0 opens the dashboard to the network.",
+)
+@click.option(
+    "--port",
+    default=8080,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on (0: any free port).",
+)
+def dashboard(study_file: str, storage: str | None, host: str, port: int) -> None:
+    """Serve optuna-dashboard on the study's storage and print the study's URL.
+
+    Shows optuna-dashboard's pages (history, importance, contour, slice, parallel coordinates,
+    intermediate values) and hpo's figures and note saved by 'hpo run' or 'hpo analyze'.
+
+    \b
+    Example:
+        hpo dashboard studies/quickstart.toml --port 8080
+    """
+    from hpo.dashboard import serve
+
+    spec, url = _spec_and_url(study_file, storage)
+    serve(spec, url, host, port, echo=click.echo)
 
 
 @main.command()
@@ -238,6 +345,10 @@ def validate(study_files: tuple[str, ...]) -> None:
         spec = load_spec(path)
         size = f", {len(spec.grid())} grid points" if spec.is_grid else ""
         click.echo(f"{path}: ok (study {spec.name}, sampler {spec.sampler.name}{size})")
+
+
+def _err(message: str) -> None:
+    click.echo(message, err=True)
 
 
 def _print_status(info: dict[str, Any], metric: str | None = None) -> None:

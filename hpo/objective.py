@@ -98,6 +98,9 @@ def record(trial: optuna.Trial, point: Mapping[str, Any], result: TrainResult) -
         "train_seconds": round(result.train_seconds, 4),
         "eval_seconds": round(result.eval_seconds, 4),
         "stop_reason": result.stop_reason,
+        # CPU float sums depend on the thread count: a seeded retrain needs both to reproduce.
+        "threads": torch.get_num_threads(),
+        "device": str(next(result.model.parameters()).device) if result.model else "",
         "train_loss_curve": [round(e.train_loss, 6) for e in result.epochs],
         "val_loss_curve": [round(e.val_loss, 6) for e in result.epochs],
         "val_accuracy_curve": [round(e.val_accuracy, 6) for e in result.epochs],

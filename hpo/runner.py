@@ -79,6 +79,9 @@ def run_study(
         codes.append(0)
     else:
         codes = _run_processes(spec, url, workers, data_dir, threads, watcher)
+    from hpo.analysis import after_run  # plotly and friends, only once the run is over
+
+    after_run(study, spec, echo)
     return RunReport(spec.name, url, status(study), codes)
 
 

@@ -10,7 +10,18 @@ from click.testing import CliRunner
 from hpo.cli import main
 from tests.conftest import small_study
 
-COMMANDS = ["run", "create", "worker", "status", "best", "export", "validate"]
+COMMANDS = [
+    "run",
+    "create",
+    "worker",
+    "status",
+    "best",
+    "export",
+    "validate",
+    "dashboard",
+    "analyze",
+    "report",
+]
 
 
 def invoke(*args: str):
@@ -134,10 +145,22 @@ def test_status_best_export_on_a_finished_study(tmp_path, write_study, fmnist_di
     info = json.loads(status.output)
     assert (info["complete"], info["running"], info["budget_trials"]) == (3, 0, 3)
 
-    best = json.loads(invoke("best", study, "--storage", db, "--json").output)
+    data = ("--data-dir", str(fmnist_dir))
+    best = json.loads(invoke("best", study, "--storage", db, "--json", *data).stdout)
     assert best["value"] == info["best"]["value"]
     assert 0.5 < best["metrics"]["test_accuracy"] <= 1
     assert best["metrics"]["n_params"] > 0
+    # The best model is retrained with its seed and reproduces the trial exactly.
+    ev = best["evaluation"]
+    assert ev["trial"] == best["number"] and ev["reproduced"] is True
+    assert ev["retrained_val_accuracy"] == best["metrics"]["val_accuracy"]
+    assert ev["test_accuracy"] == best["metrics"]["test_accuracy"]
+    assert sum(map(sum, ev["confusion"])) == 10_000 and len(ev["per_class"]) == 10
+    assert [c["name"] for c in ev["per_class"]][:2] == ["T-shirt/top", "Trouser"]
+    assert sum(c["support"] for c in ev["per_class"]) == 10_000
+    text = invoke("best", study, "--storage", db)  # no --data-dir: the kept result is used
+    assert text.exit_code == 0 and "reproduced its val_accuracy" in text.output
+    assert "Ankle boot" in text.output and "confusion matrix" in text.output
 
     out = tmp_path / "t.csv"
     assert invoke("export", study, "--storage", db, "-o", str(out)).exit_code == 0
@@ -147,3 +170,31 @@ def test_status_best_export_on_a_finished_study(tmp_path, write_study, fmnist_di
 
     more = invoke("run", study, "--storage", db, "--data-dir", str(fmnist_dir), "--n-trials", "4")
     assert more.exit_code == 0 and "[4/4]" in more.output
+
+
+@pytest.mark.parametrize("command", ["analyze", "report", "dashboard", "best"])
+def test_reading_commands_on_a_missing_study_fail_cleanly(tmp_path, write_study, command):
+    study = write_study(small_study())
+    db = tmp_path / "none.db"
+    extra = ["-o", str(tmp_path / "r.html")] if command == "report" else []
+    result = invoke(command, str(study), "--storage", f"sqlite:///{db}", *extra)
+    assert result.exit_code == 2 and result.output.startswith("Error: no study database")
+    assert not db.exists() and not (tmp_path / "r.html").exists()
+
+
+def test_dashboard_refuses_a_port_in_use(tmp_path, write_study):
+    import socket
+
+    study = str(write_study(small_study()))
+    db = f"sqlite:///{tmp_path}/d.db"
+    assert invoke("create", study, "--storage", db).exit_code == 0
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = invoke("dashboard", study, "--storage", db, "--port", port)
+    assert result.exit_code == 2
+    assert (
+        result.output.strip()
+        == f"Error: port {port} on 127.0.0.1 is in use; pick another with --port"
+    )
