@@ -246,7 +246,7 @@ def export(study_file: str, storage: str | None, output: str) -> None:
     default=1,
     show_default=True,
     type=click.IntRange(min=1),
-    help="Local worker processes per study.",
+    help="Local worker processes per study (with --replay: replay processes).",
 )
 @click.option(
     "--replay",

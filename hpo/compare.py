@@ -21,13 +21,15 @@ Honesty rules built in:
 from __future__ import annotations
 
 import math
+import multiprocessing
 import re
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 
 from hpo import data as data_module
 from hpo.errors import HpoError, StorageError
-from hpo.replay import Table, replay_study, table_from_study, trace_of
+from hpo.replay import Table, point_key, replay_study, table_from_study, trace_of
 from hpo.results import open_study
 from hpo.runner import run_study
 from hpo.samplers import SAMPLERS
@@ -134,7 +136,12 @@ def parse_budget(text: str | None, spec: StudySpec) -> Budget:
         CompareError: malformed, not positive, or no default (the space is not a grid).
     """
     if text is None:
-        return Budget(float(len(_grid(spec))), "trials")
+        try:
+            return Budget(float(len(spec.grid())), "trials")
+        except HpoError as err:
+            raise CompareError(
+                f"give --budget: its default, the grid's size, needs a finite space ({err})"
+            ) from None
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", text.lower())
     unit = UNIT_WORDS.get(match.group(2)) if match else None
     if not match or unit is None or float(match.group(1)) <= 0:
@@ -324,9 +331,11 @@ def run_comparison(
     replayed_from = None
     if replay:
         table = table_from_study(open_study(runs[0].spec, url), spec)
-        traces = replay_arms(spec, table, arms, repeats, budget)
+        traces = replay_arms(spec, table, arms, repeats, budget, workers)
         grid_epochs, replayed_from = float(table.epochs), table.source
     notes = _notes(spec, arms, repeats, budget, grid_epochs)
+    if not replay and "grid" in traces:
+        notes.append(consistency(traces))
     if replayed_from:
         notes.insert(
             0,
@@ -351,27 +360,70 @@ def run_comparison(
 
 
 def replay_arms(
-    spec: StudySpec, table: Table, arms: list[Arm], repeats: int, budget: Budget
+    spec: StudySpec,
+    table: Table,
+    arms: list[Arm],
+    repeats: int,
+    budget: Budget,
+    workers: int = 1,
 ) -> dict[str, list[Trace]]:
-    """Replay every arm ``repeats`` times (a grid once) against ``table``."""
+    """Replay every arm ``repeats`` times (a grid once) against ``table``, in ``workers``
+    processes (replays are independent; results do not depend on how many run at once)."""
+    jobs = [
+        (spec, table, arm, r, budget)
+        for arm in arms
+        for r in range(1 if arm.deterministic else repeats)
+    ]
+    if workers > 1 and len(jobs) > 1:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            chunk = max(1, len(jobs) // (4 * workers))
+            results = list(pool.map(_replay_one, jobs, chunksize=chunk))
+    else:
+        results = [_replay_one(job) for job in jobs]
     traces: dict[str, list[Trace]] = {}
-    for arm in arms:
-        for r in range(1 if arm.deterministic else repeats):
-            seed = None if arm.deterministic else sampler_seed(spec, r)
-            study = replay_study(
-                spec,
-                table,
-                sampler=arm.sampler,
-                pruned=arm.pruned,
-                sampler_seed=seed,
-                budget=budget.amount,
-                unit=budget.unit,
-            )
-            trace = trace_of(study, arm.label, r, seed)
-            if not arm.deterministic:
-                trace = trace.within(budget.amount, budget.unit)
-            traces.setdefault(arm.label, []).append(trace)
+    for trace in results:
+        traces.setdefault(trace.arm, []).append(trace)
     return traces
+
+
+def _replay_one(job: tuple[StudySpec, Table, Arm, int, Budget]) -> Trace:
+    spec, table, arm, repeat, budget = job
+    seed = None if arm.deterministic else sampler_seed(spec, repeat)
+    study = replay_study(
+        spec,
+        table,
+        sampler=arm.sampler,
+        pruned=arm.pruned,
+        sampler_seed=seed,
+        budget=budget.amount,
+        unit=budget.unit,
+    )
+    trace = trace_of(study, arm.label, repeat, seed)
+    return trace if arm.deterministic else trace.within(budget.amount, budget.unit)
+
+
+def consistency(traces: dict[str, list[Trace]]) -> str:
+    """How many live results of other samplers equal the grid's result for the same point.
+
+    With a fixed train.seed they all should; this is the evidence that replaying against the
+    grid's table is faithful on this machine.
+    """
+    table = {point_key(r.params): r.value for r in traces["grid"][0].records}
+    diffs = [
+        abs(r.value - table[point_key(r.params)])
+        for arm, ts in traces.items()
+        if arm != "grid"
+        for t in ts
+        for r in t.records
+        if r.value is not None and table.get(point_key(r.params)) is not None
+    ]
+    same = sum(d == 0 for d in diffs)
+    worst = f"; largest difference {max(diffs):.4g}" if diffs and same < len(diffs) else ""
+    return (
+        f"Consistency: {same} of {len(diffs)} completed trials of the other samplers reproduced "
+        f"the grid's result for the same point exactly{worst}."
+    )
 
 
 def _budget_of(arm: Arm, budget: Budget) -> str:

@@ -21,6 +21,7 @@ from scipy import stats as sps
 from hpo.trace import UNITS, Trace
 
 CORRECTIONS = ("holm", "bonferroni")
+EXACT_LIMIT = 200_000  # arrangements up to which p-values are exact
 
 
 def best_so_far(values: Sequence[float], maximize: bool) -> np.ndarray:
@@ -114,7 +115,9 @@ def mann_whitney(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
     a, b = _ranked(np.asarray(a, float), np.asarray(b, float))
     if np.all(np.concatenate([a, b]) == a[0]):
         return len(a) * len(b) / 2, 1.0  # every value tied: no evidence of a difference
-    result = sps.mannwhitneyu(a, b, alternative="two-sided")
+    result = sps.mannwhitneyu(
+        a, b, alternative="two-sided", method=_method(math.comb(len(a) + len(b), len(a)))
+    )
     return float(result.statistic), float(result.pvalue)
 
 
@@ -128,8 +131,21 @@ def signed_rank(values: Sequence[float], reference: float) -> tuple[float, float
     diff = values - ref[0]
     if np.all(diff == 0):
         return 0.0, 1.0
-    result = sps.wilcoxon(diff, zero_method="zsplit", alternative="two-sided")
+    result = sps.wilcoxon(
+        diff, zero_method="zsplit", alternative="two-sided", method=_method(2 ** len(diff))
+    )
     return float(result.statistic), float(result.pvalue)
+
+
+def _method(arrangements: int) -> str | sps.PermutationMethod:
+    """Exact p (every arrangement enumerated, ties handled) while small, else asymptotic.
+
+    scipy's own exact tables assume no ties, and discrete costs and capped accuracies tie often;
+    its normal approximation is optimistic for a handful of runs.
+    """
+    if arrangements <= EXACT_LIMIT:
+        return sps.PermutationMethod(n_resamples=math.inf)
+    return "asymptotic"
 
 
 @dataclass(frozen=True)

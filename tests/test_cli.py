@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from hpo.cli import main
 from tests.conftest import small_study
 
-COMMANDS = ["run", "create", "worker", "status", "best", "export", "validate"]
+COMMANDS = ["run", "create", "worker", "status", "best", "export", "validate", "compare"]
 
 
 def invoke(*args: str):
