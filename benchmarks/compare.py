@@ -18,7 +18,8 @@ import argparse
 import math
 import time
 
-from hpo.compare import Budget, is_done, parse_arms, plan, run_comparison
+from hpo.arms import Budget, parse_arms, plan
+from hpo.compare import is_done, run_comparison
 from hpo.report import arm_rows
 from hpo.spec import load_spec
 from hpo.storage import resolve_url

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from hpo.arms import DEFAULT_ARMS
 from hpo.errors import HpoError
 from hpo.spec import StudySpec, load_spec
 from hpo.storage import mask, resolve_url
@@ -229,12 +230,16 @@ def export(study_file: str, storage: str | None, output: str) -> None:
 @study_file_arg
 @click.option(
     "--samplers",
-    default="grid,random,tpe-pruned",
+    default=DEFAULT_ARMS,
     show_default=True,
     help="Comma-separated samplers; a '-pruned' suffix adds the study's pruner (tpe-pruned).",
 )
 @click.option(
-    "--repeats", default=3, show_default=True, type=click.IntRange(min=1), help="Seeds per sampler."
+    "--repeats",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Seeds per sampler.",
 )
 @click.option(
     "--budget",
@@ -303,7 +308,8 @@ def compare(
         hpo compare studies/compare_grid_vs_tpe.toml --replay --repeats 100 -o replay-out
     """
     from hpo import report
-    from hpo.compare import parse_arms, parse_budget, run_comparison
+    from hpo.arms import parse_arms, parse_budget
+    from hpo.compare import run_comparison
 
     spec, url = _spec_and_url(study_file, storage)
     comparison = run_comparison(

@@ -1,88 +1,39 @@
-"""``hpo compare``: the same search space under several samplers, with and without pruning.
+"""``hpo compare``: run (or read, or replay) every arm of a comparison and summarize it.
 
-Each *arm* (a sampler, optionally with the study's pruner) runs ``repeats`` times as separate
-studies in the study's storage, named ``<study>--<arm>--s<repeat>`` (so optuna-dashboard's
-"Compare Studies" page shows them side by side), under one budget counted in trials, training
-epochs or seconds (default: the grid's size in trials). Studies that already spent their budget
-are read, not rerun; an interrupted one resumes.
+Each arm and seed (see ``arms.py``) is a study in the study's storage, so optuna-dashboard's
+"Compare Studies" page shows them side by side; they run one after another, each with the
+requested number of local workers. Studies that already spent their budget are read, not
+rerun; an interrupted one resumes. With ``replay=True`` only the grid trains (it is the table)
+and every other arm is replayed against it (``replay.py``); the output says so.
 
-Honesty rules built in:
-
-- Repeats vary ``sampler.seed`` only, spaced a million apart (the core reseeds per trial with
-  seed + trial number, so neighbouring seeds would replay shifted copies of one sequence).
-  ``train.seed`` is fixed, so a configuration trains to the same result in every run: grid
-  search is deterministic and runs once (its R seeds would be R identical runs), and the
-  spread over seeds is the samplers' luck, not training noise.
-- Grid search always runs the whole grid: it is the reference whose best the others chase.
-- With ``replay=True`` the non-grid arms are replayed against the recorded grid (``replay.py``)
-  and every result says so.
+``train.seed`` is fixed, so a configuration trains to the same result in every run: the spread
+over seeds is the samplers' luck, not training noise, and replay against the grid is faithful.
+A live comparison counts how often the other samplers reproduced the grid's result exactly.
 """
 
 from __future__ import annotations
 
 import math
 import multiprocessing
-import re
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from hpo import data as data_module
+from hpo.arms import MAX_REPEATS, Arm, Budget, CompareError, grid_of, plan, sampler_seed
 from hpo.errors import HpoError, StorageError
 from hpo.replay import Table, point_key, replay_study, table_from_study, trace_of
 from hpo.results import open_study
 from hpo.runner import run_study
-from hpo.samplers import SAMPLERS
 from hpo.space import values_of
-from hpo.spec import BudgetSpec, PrunerSpec, SamplerSpec, StudySpec
+from hpo.spec import StudySpec
 from hpo.stats import Summary, min_p, summarize
 from hpo.study import check_fingerprint, read_budget, tally
 from hpo.trace import Trace, from_study
 
-SEED_STRIDE = 1_000_000
-DEFAULT_ARMS = "grid,random,tpe-pruned"
-PRUNED = "-pruned"
-UNIT_WORDS = {
-    **dict.fromkeys(("", "trial", "trials"), "trials"),
-    **dict.fromkeys(("epoch", "epochs"), "epochs"),
-    **dict.fromkeys(("s", "sec", "second", "seconds"), "seconds"),
-}
 Echo = Callable[[str], None]
 
-
-class CompareError(HpoError):
-    """Bad arguments to ``hpo compare``."""
-
-    exit_code = 2
-
-
-@dataclass(frozen=True)
-class Arm:
-    """A sampler, with or without the study's pruner."""
-
-    sampler: str
-    pruned: bool = False
-
-    @property
-    def label(self) -> str:
-        return self.sampler + (PRUNED if self.pruned else "")
-
-    @property
-    def deterministic(self) -> bool:
-        """Grid search has no randomness: with a fixed train.seed one run is all runs."""
-        return self.sampler == "grid"
-
-
-@dataclass(frozen=True)
-class Budget:
-    """How much compute each arm may spend: ``amount`` trials, epochs or seconds."""
-
-    amount: float
-    unit: str
-
-    def __str__(self) -> str:
-        amount = f"{self.amount:g}"
-        return f"{amount} {self.unit}"
+__all__ = ["Comparison", "is_done", "replay_arms", "run_arm", "run_comparison"]
 
 
 @dataclass
@@ -100,110 +51,6 @@ class Comparison:
     summary: Summary
     grid_epochs: float | None
     notes: list[str]
-
-
-def parse_arms(text: str, spec: StudySpec) -> list[Arm]:
-    """``grid,random,tpe-pruned`` → arms; ``-pruned`` adds the study's pruner.
-
-    Raises:
-        CompareError: an unknown sampler, a duplicate, or ``-pruned`` when the study has no
-            pruner.
-    """
-    arms: list[Arm] = []
-    for token in (t.strip() for t in text.split(",")):
-        name, pruned = (token[: -len(PRUNED)], True) if token.endswith(PRUNED) else (token, False)
-        if name not in SAMPLERS:
-            raise CompareError(
-                f"--samplers: unknown sampler {token!r}; choose from {', '.join(SAMPLERS)}, "
-                f"each optionally with '{PRUNED}' (e.g. tpe{PRUNED})"
-            )
-        if pruned and spec.pruner.name == "none":
-            raise CompareError(
-                f"--samplers: {token!r} needs the study's pruner, but its [pruner] is 'none'; "
-                "set [pruner] name in the study file or drop the suffix"
-            )
-        arm = Arm(name, pruned)
-        if arm in arms:
-            raise CompareError(f"--samplers: {token!r} is listed twice")
-        arms.append(arm)
-    return arms
-
-
-def parse_budget(text: str | None, spec: StudySpec) -> Budget:
-    """``120``/``120trials``, ``600epochs`` or ``1800s``; default: the grid's size in trials.
-
-    Raises:
-        CompareError: malformed, not positive, or no default (the space is not a grid).
-    """
-    if text is None:
-        try:
-            return Budget(float(len(spec.grid())), "trials")
-        except HpoError as err:
-            raise CompareError(
-                f"give --budget: its default, the grid's size, needs a finite space ({err})"
-            ) from None
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", text.lower())
-    unit = UNIT_WORDS.get(match.group(2)) if match else None
-    if not match or unit is None or float(match.group(1)) <= 0:
-        raise CompareError(
-            f"--budget {text!r} is not a budget; write e.g. 120trials, 600epochs or 1800s"
-        )
-    amount = float(match.group(1))
-    if unit != "seconds" and amount != int(amount):
-        raise CompareError(f"--budget {text!r}: {unit} must be a whole number")
-    return Budget(amount, unit)
-
-
-def _grid(spec: StudySpec) -> list[dict]:
-    try:
-        return spec.grid()
-    except HpoError as err:
-        raise CompareError(f"grid search needs a finite space: {err}") from None
-
-
-def study_name(base: str, arm: Arm, repeat: int) -> str:
-    return f"{base}--{arm.label}--s{repeat}"
-
-
-def sampler_seed(spec: StudySpec, repeat: int) -> int:
-    return (spec.sampler.seed or 0) + repeat * SEED_STRIDE
-
-
-def arm_spec(spec: StudySpec, arm: Arm, repeat: int, budget: Budget) -> StudySpec:
-    """The study file of one arm and repeat: same space, data and training; its own sampler."""
-    options = spec.sampler.options if arm.sampler == spec.sampler.name else {}
-    seed = None if arm.deterministic else sampler_seed(spec, repeat)
-    limits = BudgetSpec(max_retries=spec.budget.max_retries)
-    if not arm.deterministic and budget.unit == "trials":
-        limits = replace(limits, n_trials=int(budget.amount))
-    if not arm.deterministic and budget.unit == "seconds":
-        limits = replace(limits, timeout_seconds=budget.amount)
-    return replace(
-        spec,
-        name=study_name(spec.name, arm, repeat),
-        sampler=SamplerSpec(arm.sampler, seed, dict(options) if seed is not None else {}),
-        pruner=spec.pruner if arm.pruned else PrunerSpec("none"),
-        budget=limits,
-    )
-
-
-@dataclass(frozen=True)
-class Run:
-    """One study of the comparison: an arm, its repeat index, and its study file."""
-
-    arm: Arm
-    repeat: int
-    spec: StudySpec
-
-
-def plan(spec: StudySpec, arms: list[Arm], repeats: int, budget: Budget) -> list[Run]:
-    """Every study the comparison needs, in the order it runs them (grid first, once)."""
-    ordered = sorted(arms, key=lambda a: not a.deterministic)
-    return [
-        Run(arm, r, arm_spec(spec, arm, r, budget))
-        for arm in ordered
-        for r in range(1 if arm.deterministic else repeats)
-    ]
 
 
 def _existing(aspec: StudySpec, url: str):
@@ -271,12 +118,12 @@ def run_arm(
 
 def check(spec: StudySpec, arms: list[Arm], repeats: int, replay: bool) -> None:
     """Everything that can be wrong with the request, before anything is written."""
-    if repeats < 1:
-        raise CompareError(f"--repeats must be at least 1, got {repeats}")
+    if not 1 <= repeats <= MAX_REPEATS:
+        raise CompareError(f"--repeats must be from 1 to {MAX_REPEATS}, got {repeats}")
     if not arms:
         raise CompareError("--samplers is empty; e.g. --samplers grid,random,tpe-pruned")
     if replay or any(a.deterministic for a in arms):
-        _grid(spec)
+        grid_of(spec)
 
 
 def run_comparison(
@@ -331,9 +178,11 @@ def run_comparison(
     replayed_from = None
     if replay:
         table = table_from_study(open_study(runs[0].spec, url), spec)
+        if Arm("grid") not in arms:  # the grid is the reference; replaying it costs nothing
+            arms = [Arm("grid"), *arms]
         traces = replay_arms(spec, table, arms, repeats, budget, workers)
         grid_epochs, replayed_from = float(table.epochs), table.source
-    notes = _notes(spec, arms, repeats, budget, grid_epochs)
+    notes = _notes(spec, arms, repeats, budget, grid_epochs, workers, replay)
     if not replay and "grid" in traces:
         notes.append(consistency(traces))
     if replayed_from:
@@ -343,7 +192,10 @@ def run_comparison(
             "(real samplers and pruners, recorded per-epoch values, one trial at a time), "
             "not trained.",
         )
-    summary = summarize(traces, tolerance=tolerance, correction=correction)
+    try:
+        summary = summarize(traces, tolerance=tolerance, correction=correction)
+    except ValueError as err:  # nothing completed: every trial failed or was pruned
+        raise HpoError(f"cannot compare: {err}; see the trial lines above") from None
     return Comparison(
         spec.name,
         url,
@@ -389,7 +241,7 @@ def replay_arms(
 
 def _replay_one(job: tuple[StudySpec, Table, Arm, int, Budget]) -> Trace:
     spec, table, arm, repeat, budget = job
-    seed = None if arm.deterministic else sampler_seed(spec, repeat)
+    seed = None if arm.deterministic else sampler_seed(spec, arm, repeat)
     study = replay_study(
         spec,
         table,
@@ -431,11 +283,23 @@ def _budget_of(arm: Arm, budget: Budget) -> str:
 
 
 def _notes(
-    spec: StudySpec, arms: list[Arm], repeats: int, budget: Budget, grid_epochs: float | None
+    spec: StudySpec,
+    arms: list[Arm],
+    repeats: int,
+    budget: Budget,
+    grid_epochs: float | None,
+    workers: int,
+    replay: bool,
 ) -> list[str]:
+    seconds = (
+        "recorded trial seconds, summed one trial at a time"
+        if replay
+        else f"wall-clock since the run's first trial started, with {workers} worker(s)"
+    )
     notes = [
-        f"Budget per run: {budget} (grid search always runs its whole grid, once).",
-        f"Repeats vary sampler.seed only ({spec.sampler.seed or 0} + r × {SEED_STRIDE:,}); "
+        f"Budget per run: {budget} (grid search always runs its whole grid, once). "
+        f"Seconds are {seconds}.",
+        "Repeats vary sampler.seed only, each arm and repeat on its own seed stream; "
         f"train.seed = {spec.train.seed} is fixed, so each configuration trains to the same "
         "result in every run: the grid is deterministic and runs once, and the spread over "
         "seeds is the samplers' luck, not training noise.",

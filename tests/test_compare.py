@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import csv
+import itertools
 
 import optuna
 import pytest
 from click.testing import CliRunner
 
+from hpo import report
+from hpo.arms import Arm, Budget, CompareError, arm_spec, parse_arms, parse_budget
 from hpo.cli import main
-from hpo.compare import (
-    SEED_STRIDE,
-    Arm,
-    Budget,
-    CompareError,
-    arm_spec,
-    parse_arms,
-    parse_budget,
-    run_comparison,
-)
+from hpo.compare import run_comparison
 from hpo.spec import load_spec
 from tests.conftest import small_study
 
@@ -65,7 +59,13 @@ def test_each_arm_is_its_own_study_with_spaced_seeds(tiny):
     budget = Budget(3, "trials")
     tpe = arm_spec(spec, Arm("tpe", pruned=True), 2, budget)
     assert tpe.name == "tiny--tpe-pruned--s2" and tpe.pruner == spec.pruner
-    assert tpe.sampler.seed == spec.sampler.seed + 2 * SEED_STRIDE
+    seeds = {
+        arm_spec(spec, Arm(name, pruned), r, budget).sampler.seed
+        for name in ("random", "tpe")
+        for pruned in (False, True)
+        for r in range(3)
+    }
+    assert len(seeds) == 12 and min(b - a for a, b in itertools.pairwise(sorted(seeds))) >= 10**5
     assert tpe.sampler.options == spec.sampler.options and tpe.budget.n_trials == 3
     rnd = arm_spec(spec, Arm("random"), 0, budget)
     assert rnd.sampler.options == {} and rnd.pruner.name == "none"
@@ -149,7 +149,10 @@ def test_live_compare_resumes_and_replay_reproduces_it(tmp_path, tiny, fmnist_di
         replay=True,
         echo=lambda _: None,
     )
-    assert replay.mode == "replay" and "REPLAY" in replay.notes[0]
+    assert replay.mode == "replay" and "REPLAY comparison" in report.text(replay)
+    report.write(replay, tmp_path / "replayed")
+    rows = list(csv.DictReader((tmp_path / "replayed" / "compare.csv").open()))
+    assert {r["source"] for r in rows} == {"replay"}
     for arm in ("random", "tpe-pruned"):
         for lt, rt in zip(live.traces[arm], replay.traces[arm], strict=True):
             assert rt.source == "replay"
