@@ -182,7 +182,7 @@ def run_comparison(
             arms = [Arm("grid"), *arms]
         traces = replay_arms(spec, table, arms, repeats, budget, workers)
         grid_epochs, replayed_from = float(table.epochs), table.source
-    notes = _notes(spec, arms, repeats, budget, grid_epochs, workers, replay)
+    notes = _notes(spec, arms, repeats, budget, grid_epochs, replay)
     if not replay and "grid" in traces:
         notes.append(consistency(traces))
     if replayed_from:
@@ -288,13 +288,12 @@ def _notes(
     repeats: int,
     budget: Budget,
     grid_epochs: float | None,
-    workers: int,
     replay: bool,
 ) -> list[str]:
     seconds = (
         "recorded trial seconds, summed one trial at a time"
         if replay
-        else f"wall-clock since the run's first trial started, with {workers} worker(s)"
+        else "wall-clock since each run's first trial started, with the workers that ran it"
     )
     notes = [
         f"Budget per run: {budget} (grid search always runs its whole grid, once). "

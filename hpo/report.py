@@ -268,12 +268,30 @@ def figure(c: Comparison, unit: str) -> Any:
             legendgroup=arm,
         )
     s = c.summary
-    fig.add_hline(y=s.reference, line_dash="dot", annotation_text=f"{s.reference_from} best")
-    fig.add_hline(y=s.target, line_dash="dash", annotation_text=f"target (within {_tol(c)})")
+    fig.add_hline(
+        y=s.reference,
+        line_dash="dot",
+        annotation_text=f"{s.reference_from} best",
+        annotation_position="top left",
+    )
+    fig.add_hline(
+        y=s.target,
+        line_dash="dash",
+        annotation_text=f"target (within {_tol(c)})",
+        annotation_position="bottom right",
+    )
+    # Zoom on the target: a first trial at 10% accuracy would flatten everything that matters.
+    # Double-click the plot to see all of it.
+    margin = max(25 * s.tolerance, 0.02)
+    low, high = (s.reference - margin, s.reference + margin / 5)
+    if not s.maximize:
+        low, high = (s.reference - margin / 5, s.reference + margin)
+    fig.update_yaxes(range=[low, high])
     fig.update_layout(
         title=f"Best {c.metric} so far vs cumulative {unit} ({c.mode})",
-        xaxis_title=f"cumulative {unit}",
-        yaxis_title=f"best {c.metric} so far",
+        xaxis_title=f"cumulative {unit} (log scale)",
+        xaxis_type="log",
+        yaxis_title=f"best {c.metric} so far (zoomed; double-click for all)",
         template="plotly_white",
         height=520,
     )
