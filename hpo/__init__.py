@@ -11,7 +11,8 @@ The public API, one concept per module:
 - ``storage`` / ``study``: storage URLs, the study lock, budget and grid bookkeeping
 - ``worker`` / ``runner``: run trials until the study's budget is spent
 - ``results`` / ``progress``: status, best trial, CSV export, progress lines
-- ``compare``: the same space under several samplers (± pruning), over seeds
+- ``arms`` / ``compare``: what a comparison compares (sampler ± pruner, seeds, budget);
+  running, reading or replaying it
 - ``trace`` / ``stats``: runs as cost-ordered trials; best-so-far curves, AUC, tests
 - ``replay``: samplers and pruners replayed against a recorded full grid
 - ``report``: the comparison as a terminal table, CSV files and a self-contained HTML page
