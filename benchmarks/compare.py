@@ -20,7 +20,7 @@ import time
 
 from hpo.arms import Budget, parse_arms, plan
 from hpo.compare import is_done, run_comparison
-from hpo.report import arm_rows
+from hpo.compare_report import arm_rows
 from hpo.spec import load_spec
 from hpo.storage import resolve_url
 

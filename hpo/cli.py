@@ -307,7 +307,7 @@ def compare(
             --repeats 3 --workers 2 -o compare-out
         hpo compare studies/compare_grid_vs_tpe.toml --replay --repeats 100 -o replay-out
     """
-    from hpo import report
+    from hpo import compare_report as report
     from hpo.arms import parse_arms, parse_budget
     from hpo.compare import run_comparison
 

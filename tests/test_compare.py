@@ -9,7 +9,7 @@ import optuna
 import pytest
 from click.testing import CliRunner
 
-from hpo import report
+from hpo import compare_report as report
 from hpo.arms import Arm, Budget, CompareError, arm_spec, parse_arms, parse_budget
 from hpo.cli import main
 from hpo.compare import run_comparison
