@@ -11,10 +11,15 @@ The public API, one concept per module:
 - ``storage`` / ``study``: storage URLs, the study lock, budget and grid bookkeeping
 - ``worker`` / ``runner``: run trials until the study's budget is spent
 - ``results`` / ``progress``: status, best trial, CSV export, progress lines
-- ``table`` / ``stats`` / ``questions``: trials as rows, bootstrap intervals, the questions asked
+- ``table`` / ``bootstrap`` / ``questions``: trials as rows, bootstrap intervals, the questions asked
 - ``figures`` / ``importance`` / ``findings``: a figure, importances and an answer per question
 - ``analysis`` / ``report`` / ``dashboard``: the study note, the HTML report, optuna-dashboard
 - ``evaluation``: the best model (seeded retrain) per class on the test set
+- ``arms`` / ``compare``: what a comparison compares (sampler ± pruner, seeds, budget);
+  running, reading or replaying it
+- ``trace`` / ``stats``: runs as cost-ordered trials; best-so-far curves, AUC, tests
+- ``replay``: samplers and pruners replayed against a recorded full grid
+- ``compare_report``: the comparison as a terminal table, CSV files and a self-contained HTML page
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from hpo.arms import DEFAULT_ARMS
 from hpo.errors import HpoError
 from hpo.spec import StudySpec, load_spec
 from hpo.storage import mask, resolve_url
@@ -330,6 +331,111 @@ def export(study_file: str, storage: str | None, output: str) -> None:
     spec, url = _spec_and_url(study_file, storage)
     rows = results.export_csv(results.open_study(spec, url), output)
     click.echo(f"wrote {rows} trials to {output}")
+
+
+@main.command()
+@study_file_arg
+@click.option(
+    "--samplers",
+    default=DEFAULT_ARMS,
+    show_default=True,
+    help="Comma-separated samplers; a '-pruned' suffix adds the study's pruner (tpe-pruned).",
+)
+@click.option(
+    "--repeats",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Seeds per sampler.",
+)
+@click.option(
+    "--budget",
+    metavar="N[trials|epochs|s]",
+    help="Compute per run in trials, training epochs or seconds (default: the grid's size).",
+)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Local worker processes per study (with --replay: replay processes).",
+)
+@click.option(
+    "--replay",
+    is_flag=True,
+    help="Run only the grid live; replay the other samplers against its recorded curves.",
+)
+@click.option(
+    "--tolerance",
+    default=0.002,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="How close to the grid's best counts as reached (0.002 = 0.2 pp of accuracy).",
+)
+@click.option(
+    "--correction",
+    type=click.Choice(["holm", "bonferroni"]),
+    default="holm",
+    show_default=True,
+    help="Multiple-comparison correction over the pairs of samplers.",
+)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Directory for compare.html and the CSV files.",
+)
+@storage_opt
+@data_dir_opt
+@threads_opt
+def compare(
+    study_file: str,
+    samplers: str,
+    repeats: int,
+    budget: str | None,
+    workers: int,
+    replay: bool,
+    tolerance: float,
+    correction: str,
+    output: str,
+    storage: str | None,
+    data_dir: str | None,
+    threads: int | None,
+) -> None:
+    """Compare samplers (grid, random, TPE, ± pruning) on the study's space, over seeds.
+
+    Each sampler and seed runs as its own study in the same storage
+    (<study>--<sampler>[-pruned]--s<seed>); finished ones are read, not rerun.
+
+    \b
+    Example:
+        hpo compare studies/compare_grid_vs_tpe.toml --samplers grid,random,tpe-pruned \\
+            --repeats 3 --workers 2 -o compare-out
+        hpo compare studies/compare_grid_vs_tpe.toml --replay --repeats 100 -o replay-out
+    """
+    from hpo import compare_report as report
+    from hpo.arms import parse_arms, parse_budget
+    from hpo.compare import run_comparison
+
+    spec, url = _spec_and_url(study_file, storage)
+    comparison = run_comparison(
+        spec,
+        url,
+        arms=parse_arms(samplers, spec),
+        repeats=repeats,
+        budget=parse_budget(budget, spec),
+        workers=workers,
+        replay=replay,
+        tolerance=tolerance,
+        correction=correction,
+        data_dir=data_dir,
+        threads=threads,
+        echo=click.echo,
+    )
+    click.echo(report.text(comparison))
+    for path in report.write(comparison, output):
+        click.echo(f"wrote {path}")
 
 
 @main.command()

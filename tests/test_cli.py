@@ -21,6 +21,7 @@ COMMANDS = [
     "dashboard",
     "analyze",
     "report",
+    "compare",
 ]
 
 

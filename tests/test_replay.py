@@ -1,0 +1,141 @@
+"""Replay against a recorded grid: every replayed trial is a table row, reported as recorded."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from optuna.trial import TrialState
+
+from hpo.objective import suggest
+from hpo.replay import ReplayError, point_key, replay_study, table_from_study, trace_of
+from hpo.runner import create
+from hpo.spec import load_spec
+from hpo.storage import StudyLock
+from hpo.study import claim
+
+STUDY = """
+[study]
+name = "rec"
+metric = "val_accuracy"
+[sampler]
+name = "grid"
+[pruner]
+name = "median"
+options = { n_startup_trials = 2, n_warmup_steps = 1 }
+[space]
+depth = 1
+units = [16, 32, 64, 128]
+lr = [1e-3, 1e-2, 1e-1]
+epochs = 4
+"""
+
+
+def curve(params: dict) -> tuple[list[float], bool]:
+    """A made-up learning curve per point; lr 0.1 with 128 units 'diverges' after 2 epochs."""
+    final = 0.6 + 0.05 * math.log2(params["units_1"] / 16) - 0.1 * abs(math.log10(params["lr"]) + 2)
+    values = [round(final - 0.2 / epoch, 6) for epoch in range(1, 5)]
+    diverged = params["lr"] == 1e-1 and params["units_1"] == 128
+    return (values[:2], True) if diverged else (values, False)
+
+
+def record_grid(spec, url: str, only: int | None = None, prune_one: bool = False):
+    """Fill the grid study as workers would, with made-up curves instead of training."""
+    study = create(spec, url)
+    lock = StudyLock(url, spec.name)
+    n = 0
+    while (trial := claim(study, spec, lock)) is not None and (only is None or n < only):
+        suggest(trial, spec.space)
+        values, diverged = curve(trial.params)
+        for epoch, value in enumerate(values, start=1):
+            trial.report(value, epoch)
+        trial.set_user_attr("epochs_run", len(values))
+        if prune_one and n == 0:
+            study.tell(trial, state=TrialState.PRUNED)
+        elif diverged:
+            trial.set_user_attr("stop_reason", "diverged")
+            study.tell(trial, state=TrialState.FAIL)
+        else:
+            trial.set_user_attr("test_accuracy", values[-1] - 0.01)
+            study.tell(trial, values[-1])
+        n += 1
+    lock.close()
+    return study
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("replay")
+    (tmp / "rec.toml").write_text(STUDY)
+    spec = load_spec(tmp / "rec.toml")
+    study = record_grid(spec, f"sqlite:///{tmp}/rec.db")
+    return spec, table_from_study(study, spec)
+
+
+def test_the_table_holds_every_grid_point_with_its_curve(recorded):
+    spec, table = recorded
+    assert len(table.entries) == len(spec.grid()) == 12
+    failed = table.lookup({"units_1": 128, "lr": 1e-1})
+    assert failed.state == "FAIL" and failed.epochs == 3 and failed.value is None
+    assert table.epochs == 11 * 4 + 3
+    # Floats that differ in the last bits are the same point; an unknown point is an error.
+    assert table.lookup({"units_1": 16, "lr": 0.1 + 1e-17}).params["lr"] == 0.1
+    with pytest.raises(ReplayError, match="not in the table"):
+        table.lookup({"units_1": 24, "lr": 1e-3})
+
+
+@pytest.mark.parametrize(("sampler", "pruned"), [("random", False), ("tpe", True)])
+def test_replayed_trials_come_from_the_table_and_report_its_values(recorded, sampler, pruned):
+    spec, table = recorded
+    study = replay_study(
+        spec, table, sampler=sampler, pruned=pruned, sampler_seed=7, budget=40, unit="trials"
+    )
+    trials = study.trials
+    assert len(trials) == 40
+    for t in trials:
+        entry = table.lookup(t.params)
+        assert point_key(t.params) in {point_key(p) for p in spec.grid()}
+        reported = [t.intermediate_values[s] for s in sorted(t.intermediate_values)]
+        assert reported == list(entry.curve[: len(reported)])
+        assert list(t.intermediate_values) == list(range(1, len(reported) + 1))
+        if t.state.name == "COMPLETE":
+            assert reported == list(entry.curve) and t.value == entry.value
+            assert t.user_attrs["test_accuracy"] == entry.test_accuracy
+        if t.state.name == "PRUNED":
+            assert t.user_attrs["replay:epochs"] == len(reported) < len(entry.curve)
+        else:
+            assert t.user_attrs["replay:epochs"] == entry.epochs
+    states = {t.state.name for t in trials}
+    assert ("PRUNED" in states) == pruned and "COMPLETE" in states
+    trace = trace_of(study, sampler, 0, 7)
+    assert trace.source == "replay" and trace.total("epochs") == sum(
+        t.user_attrs["replay:epochs"] for t in trials
+    )
+    again = replay_study(
+        spec, table, sampler=sampler, pruned=pruned, sampler_seed=7, budget=40, unit="trials"
+    )
+    assert [t.params for t in again.trials] == [t.params for t in trials]
+
+
+def test_grid_replays_every_point_once_and_epoch_budgets_stop_between_trials(recorded):
+    spec, table = recorded
+    grid = replay_study(
+        spec, table, sampler="grid", pruned=False, sampler_seed=None, budget=1, unit="trials"
+    )
+    assert [point_key(t.params) for t in grid.trials] == [point_key(p) for p in spec.grid()]
+    study = replay_study(
+        spec, table, sampler="random", pruned=False, sampler_seed=1, budget=10, unit="epochs"
+    )
+    trace = trace_of(study, "random", 0, 1)
+    assert 10 <= trace.total("epochs") < 10 + 4
+    assert trace.within(10, "epochs").total("epochs") <= 10
+
+
+def test_a_partial_or_pruned_grid_is_no_table(tmp_path, write_study):
+    spec = load_spec(write_study(STUDY))
+    partial = record_grid(spec, f"sqlite:///{tmp_path}/partial.db", only=5)
+    with pytest.raises(ReplayError, match="5 of the grid's 12 points"):
+        table_from_study(partial, spec)
+    pruned = record_grid(spec, f"sqlite:///{tmp_path}/pruned.db", prune_one=True)
+    with pytest.raises(ReplayError, match="pruned trials"):
+        table_from_study(pruned, spec)
