@@ -11,7 +11,7 @@ The public API, one concept per module:
 - ``storage`` / ``study``: storage URLs, the study lock, budget and grid bookkeeping
 - ``worker`` / ``runner``: run trials until the study's budget is spent
 - ``results`` / ``progress``: status, best trial, CSV export, progress lines
-- ``table`` / ``bootstrap`` / ``questions``: trials as rows, bootstrap intervals, the questions asked
+- ``table`` / ``bootstrap`` / ``questions``: trials as rows, bootstrap intervals, the questions
 - ``figures`` / ``importance`` / ``findings``: a figure, importances and an answer per question
 - ``analysis`` / ``report`` / ``dashboard``: the study note, the HTML report, optuna-dashboard
 - ``evaluation``: the best model (seeded retrain) per class on the test set
