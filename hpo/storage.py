@@ -27,12 +27,13 @@ from sqlalchemy.engine import make_url
 
 from hpo import retry
 from hpo.errors import StorageError
-from hpo.retry import DEADLINE_SECONDS, RetryingStorage, reason
+from hpo.retry import RetryingStorage, reason
 
 log = logging.getLogger("hpo.storage")
 
 STORAGE_ENV = "HPO_STORAGE"
 CONNECT_TIMEOUT = 10  # seconds; an unreachable host fails fast instead of after TCP's minutes
+POOL_TIMEOUT = 30  # seconds a thread waits for the worker's one connection
 SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg", "mysql", "mysql+pymysql")
 
 
@@ -126,7 +127,7 @@ def open_storage(url: str, create: bool = True, role: str = "hpo") -> RetryingSt
             pool_size=1,
             max_overflow=0,
             pool_pre_ping=True,  # a connection that died with a server restart is replaced
-            pool_timeout=DEADLINE_SECONDS,
+            pool_timeout=POOL_TIMEOUT,
             connect_args={
                 "connect_timeout": CONNECT_TIMEOUT,
                 "application_name": f"{role} {socket.gethostname()}:{os.getpid()}"[:63],
@@ -135,7 +136,9 @@ def open_storage(url: str, create: bool = True, role: str = "hpo") -> RetryingSt
     else:
         engine_kwargs.update(pool_size=2, max_overflow=0, pool_pre_ping=True)
     try:
-        return RetryingStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=not create)
+        if engine_kwargs.get("pool_size") != 1:
+            return RetryingStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=not create)
+        return _open_single(url, engine_kwargs, create)
     except (
         sqlalchemy.exc.SQLAlchemyError,
         optuna.exceptions.StorageInternalError,
@@ -145,6 +148,31 @@ def open_storage(url: str, create: bool = True, role: str = "hpo") -> RetryingSt
         raise StorageError(f"cannot open storage {mask(url)}: {reason(err)}") from None
     except RuntimeError as err:  # optuna's schema-version check
         raise StorageError(f"storage {mask(url)} is not usable: {reason(err)}") from None
+
+
+def _open_single(url: str, engine_kwargs: dict, create: bool) -> RetryingStorage:
+    """A storage whose pool holds one connection.
+
+    Optuna's set-up (stamping new tables, checking the schema version) holds two connections
+    at once, which that pool cannot give: new tables are stamped by a throwaway storage, and
+    the version is checked here, one connection at a time.
+    """
+    if create:
+        unpooled = {
+            k: v for k, v in engine_kwargs.items() if k not in ("pool_size", "max_overflow")
+        }
+        optuna.storages.RDBStorage(url, engine_kwargs=unpooled).engine.dispose()
+    storage = RetryingStorage(
+        url, engine_kwargs, skip_compatibility_check=True, skip_table_creation=True
+    )
+    current, head = storage.get_current_version(), storage.get_head_version()
+    if current != head:
+        storage.engine.dispose()
+        raise StorageError(
+            f"storage {mask(url)} has Optuna schema {current}, this Optuna needs {head}; "
+            "upgrade it with 'optuna storage upgrade --storage URL'"
+        )
+    return storage
 
 
 def _enable_wal(path: Path) -> None:

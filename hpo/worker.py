@@ -33,6 +33,7 @@ from hpo.storage import StudyLock, open_storage
 from hpo.study import DONE, WAIT, claim, give_back, join, read_budget
 
 log = logging.getLogger("hpo.worker")
+WAIT_SECONDS = 1.0  # how often a worker with nothing to claim looks again (at most)
 Objective = Callable[[optuna.Trial], float]
 
 
@@ -133,7 +134,7 @@ def work(
         if claimed is DONE:
             break
         if claimed is WAIT:
-            shutdown.wait(interval)
+            shutdown.wait(min(interval, WAIT_SECONDS))
             continue
         assert isinstance(claimed, optuna.Trial)
         frozen = _run_claimed(study, storage, lock, claimed, objective, shutdown, interval)
