@@ -38,7 +38,8 @@ def grace_seconds(interval: float) -> float:
 
 
 class Heartbeat:
-    """Beats for one trial in a background thread, for as long as the ``with`` block runs.
+    """Beats for one trial in a background thread, from the start of the ``with`` block (the
+    first beat at once) to its end.
 
     A failed beat (the database is away) is logged and the next one is the retry: the thread
     never blocks the trial and never outlives it by more than one beat.
@@ -63,6 +64,7 @@ class Heartbeat:
         self._thread.join(timeout=1.0)  # a beat stuck on a dead connection is left to finish
 
     def _run(self) -> None:
+        beat(self._storage, self._trial_id)
         while not self._stop.wait(self._interval):
             beat(self._storage, self._trial_id)
 

@@ -4,7 +4,8 @@ A worker may run for days, and PostgreSQL may restart under it (an upgrade, a fa
 lost network link). :class:`RetryingStorage` is Optuna's ``RDBStorage`` with every operation
 retried, with exponential backoff up to a deadline, when it failed because the connection was
 lost or the database refused it for now (SQLite locked past its busy timeout). Any other error
-passes through at once. SQLAlchemy's ``pool_pre_ping`` then hands out a fresh connection.
+passes through at once. The statement that failed on a dead connection made SQLAlchemy discard
+it, so the retry runs on a fresh one.
 
 Retrying is safe for what Optuna writes: attributes, params and intermediate values are
 upserts, and a state change that landed before the connection dropped makes the retry raise

@@ -126,7 +126,9 @@ def open_storage(url: str, create: bool = True, role: str = "hpo") -> RetryingSt
         engine_kwargs.update(
             pool_size=1,
             max_overflow=0,
-            pool_pre_ping=True,  # a connection that died with a server restart is replaced
+            # No pool_pre_ping: it costs a round trip per operation (about 20 per trial), and a
+            # connection that died with a server restart fails its first statement, which
+            # invalidates it; the retry (hpo.retry) then runs on a fresh one.
             pool_timeout=POOL_TIMEOUT,
             connect_args={
                 "connect_timeout": CONNECT_TIMEOUT,
@@ -213,39 +215,38 @@ class StudyLock:
                 finally:
                     fcntl.flock(handle, fcntl.LOCK_UN)
         elif self._engine is not None:
-            session = retry.call(self._acquire, what="taking the study lock")
+            holder = retry.call(self._acquire, what="taking the study lock")
             try:
                 yield
             finally:
-                retry.call(self._release, session, what="releasing the study lock")
+                retry.call(self._release, holder, what="releasing the study lock")
         else:
             yield
 
     def _acquire(self) -> tuple[int, object]:
+        """Lock on the pool's connection; returns that session's (pid, start time)."""
         assert self._engine is not None
         with self._engine.connect() as conn:
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self._key})
-            session = conn.execute(_WHO_AM_I).one()
+            holder = conn.execute(_LOCK, {"k": self._key}).one()
             conn.commit()  # the lock is the session's: it outlives this transaction
-        return session[0], session[1]
+        return holder[0], holder[1]
 
-    def _release(self, session: tuple[int, object]) -> None:
+    def _release(self, holder: tuple[int, object]) -> None:
         assert self._engine is not None
         with self._engine.connect() as conn:
-            if conn.execute(_WHO_AM_I).one()[0] == session[0]:
-                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
-            else:
+            if not conn.execute(_UNLOCK, {"k": self._key}).scalar_one():
+                # Not our session any more: the connection that held the lock was lost.
                 log.warning("the study lock's database connection was lost while it was held")
-                conn.execute(
-                    sqlalchemy.text(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE pid = :pid AND backend_start = :start"
-                    ),
-                    {"pid": session[0], "start": session[1]},
-                )
+                conn.execute(_TERMINATE, {"pid": holder[0], "start": holder[1]})
             conn.commit()
 
 
-_WHO_AM_I = sqlalchemy.text(
-    "SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+_LOCK = sqlalchemy.text(  # waits for the lock; then who holds it: (pid, session start)
+    "SELECT pid, backend_start FROM pg_stat_get_activity(pg_backend_pid()), pg_advisory_lock(:k)"
+)
+# Unlocking a lock this session does not hold returns false (with a harmless server warning).
+_UNLOCK = sqlalchemy.text("SELECT pg_advisory_unlock(:k)")
+_TERMINATE = sqlalchemy.text(  # a session left behind by a network cut would hold the lock
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+    "WHERE pid = :pid AND backend_start = :start"
 )

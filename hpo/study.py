@@ -216,18 +216,26 @@ WAIT, DONE = NoTrial.WAIT, NoTrial.DONE
 
 
 def claim(
-    study: optuna.Study, spec: StudySpec, storage: optuna.storages.RDBStorage, lock: StudyLock
+    study: optuna.Study,
+    spec: StudySpec,
+    storage: optuna.storages.RDBStorage,
+    lock: StudyLock,
+    reap: bool = True,
 ) -> optuna.Trial | NoTrial:
     """Start the next trial if the study's budget allows, else say whether to wait or leave.
 
     Runs under the study lock: reaping dead workers' trials, counting and creating (or popping
     a queued point) happen as one step, so concurrent workers neither overshoot the budget nor
-    share a point. The new trial's first heartbeat is written before the lock is released.
+    share a point. A trial whose worker dies before its first heartbeat is adopted by the
+    reaper (:func:`hpo.heartbeat.stale_trials`), so it is retried all the same.
+
+    ``reap=False`` skips looking for stale trials (a worker need not look more often than
+    once a heartbeat); queue entries lost in a crash are restored either way.
     """
     with lock.hold():
         budget = read_budget(study)
         trials = study.get_trials(deepcopy=False)
-        if recovery.reap(study, storage, trials, budget.grace_seconds, budget.max_retries):
+        if reap and recovery.reap(study, storage, trials, budget.grace_seconds, budget.max_retries):
             trials = study.get_trials(deepcopy=False)
         if recovery.ensure_retries(study, trials):
             trials = study.get_trials(deepcopy=False)
@@ -241,9 +249,7 @@ def claim(
         study.sampler = build_sampler(
             spec.sampler.name, spec.sampler.options, spec.sampler.seed, trial_number
         )
-        trial = study.ask()
-        heartbeat.beat(storage, trial._trial_id)
-        return trial
+        return study.ask()
 
 
 def give_back(

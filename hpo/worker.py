@@ -13,8 +13,10 @@ the worker waits, beat by beat, in case one of them dies and its point comes bac
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo import data as data_module
 from hpo.heartbeat import Heartbeat
 from hpo.objective import TrialDiverged, make_objective
-from hpo.recovery import ATTEMPT_ATTR, FAILURE_ATTR
+from hpo.recovery import FAILURE_ATTR
 from hpo.signals import Interrupted, Shutdown
 from hpo.spec import StudySpec
 from hpo.storage import StudyLock, open_storage
@@ -129,8 +131,11 @@ def work(
     lock = StudyLock(storage, spec.name)
     interval = read_budget(study).heartbeat_seconds
     summary = WorkerSummary()
+    reaped_at = -math.inf
     while not shutdown.requested:
-        claimed = claim(study, spec, storage, lock)
+        reap = time.monotonic() - reaped_at >= interval  # stale trials: once a beat is enough
+        reaped_at = time.monotonic() if reap else reaped_at
+        claimed = claim(study, spec, storage, lock, reap=reap)
         if claimed is DONE:
             break
         if claimed is WAIT:
@@ -158,8 +163,7 @@ def _run_claimed(
     interval: float,
 ) -> FrozenTrial | None:
     """Run a claimed trial with heartbeats; None if a stop interrupted it and it was given back."""
-    attempt = trial.user_attrs.get(ATTEMPT_ATTR, 1)
-    log.info("trial #%d started (attempt %d)", trial.number, attempt)
+    log.info("trial #%d started", trial.number)
 
     def interruptible(t: optuna.Trial) -> float:
         with shutdown.interruptible():  # the objective only: never the study's bookkeeping

@@ -16,7 +16,7 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from hpo import retry
-from hpo.heartbeat import Heartbeat, stale_trials
+from hpo.heartbeat import Heartbeat, beat, stale_trials
 from hpo.logs import MaskPasswords
 from hpo.recovery import ATTEMPT_ATTR, FAILURE_ATTR, RETRIED_ATTR, RETRY_OF_ATTR
 from hpo.spec import parse_spec
@@ -56,8 +56,10 @@ def _setup(url, n_trials=3, max_retries=1):
 
 
 def _claim(spec, storage, study, lock):
+    """Claim a trial as a worker does: its first heartbeat, then it draws its params."""
     trial = claim(study, spec, storage, lock)
     assert isinstance(trial, optuna.Trial), trial
+    beat(storage, trial._trial_id)
     trial.suggest_float("lr", 0.001, 0.1)
     return trial
 

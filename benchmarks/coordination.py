@@ -1,0 +1,244 @@
+"""What coordinating many workers costs, and what two workers buy on two cores.
+
+Part 1, a trivial objective (no training: every second spent is coordination): trials per
+second and worker-milliseconds of storage overhead per trial, for 1, 4 and 16 worker
+processes on SQLite and on PostgreSQL, hpo's worker loop (study-wide budget, claim under the
+study lock, heartbeats, reaping) side by side with plain Optuna's ``study.optimize`` on the same
+storage (each process ``n_trials = total / N``, as Optuna counts).
+
+Part 2, a real fast study (random search over an MLP on 10,000 images, 2 epochs): trials per
+hour with ``hpo run --workers 1`` (2 torch threads) and ``--workers 2`` (1 thread each), from the
+trials' own start and end times, so that process start-up is not counted. Target: >= 1.8x.
+
+Run it alone on the machine (it measures time)::
+
+    flock /tmp/hpo-cpu.lock .venv/bin/python -m benchmarks.coordination
+
+PostgreSQL: ``--postgres postgresql+psycopg://postgres@127.0.0.1:5432`` (the default); the
+benchmark creates and drops its own databases there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import optuna
+import psycopg
+from sqlalchemy.engine import make_url
+
+from hpo.spec import parse_spec
+from hpo.storage import open_storage
+from hpo.study import create_or_load, tally
+from hpo.worker import work
+
+REPO = Path(__file__).resolve().parents[1]
+WORKERS = (1, 4, 16)
+TRIALS = {1: 150, 4: 300, 16: 480}  # total per run; enough for a stable rate, a few seconds each
+
+
+def objective(trial: optuna.Trial) -> float:
+    return trial.suggest_float("x", 0.0, 1.0)
+
+
+def _spec(name: str, n_trials: int):
+    return parse_spec(
+        {
+            "study": {"name": name},
+            "budget": {"n_trials": n_trials},
+            "sampler": {"name": "random", "seed": 0},
+            "space": {"lr": [0.1]},  # the objective draws its own "x"
+        }
+    )
+
+
+def _hpo_worker(url: str, spec, barrier) -> None:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    storage = open_storage(url, create=False, role="hpo bench")
+    study = optuna.load_study(study_name=spec.name, storage=storage)
+    barrier.wait()
+    work(study, spec, storage, objective)
+
+
+def _optuna_worker(url: str, name: str, n_trials: int, engine_kwargs: dict, barrier) -> None:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    study = optuna.load_study(
+        study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler()
+    )
+    barrier.wait()
+    study.optimize(objective, n_trials=n_trials)
+
+
+def _timed(targets: list[tuple[Callable, tuple]]) -> tuple[float, list[int | None]]:
+    """Fork one process per target; time from when all are ready until all have ended."""
+    ctx = multiprocessing.get_context("fork")  # nothing here has touched torch: fork is safe
+    barrier = ctx.Barrier(len(targets) + 1)
+    procs = [ctx.Process(target=fn, args=(*args, barrier)) for fn, args in targets]
+    for proc in procs:
+        proc.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for proc in procs:
+        proc.join()
+    return time.perf_counter() - start, [p.exitcode for p in procs]
+
+
+def run_hpo(url: str, n: int, total: int) -> tuple[float, int, list]:
+    name = f"hpo-{n}"
+    spec = _spec(name, total)
+    create_or_load(spec, open_storage(url, role="hpo bench"), url)
+    seconds, codes = _timed([(_hpo_worker, (url, spec))] * n)
+    study = optuna.load_study(study_name=name, storage=url)
+    return seconds, tally(study).finished, codes
+
+
+def run_optuna(url: str, n: int, total: int, engine_kwargs: dict) -> tuple[float, int, list]:
+    name = f"optuna-{n}"
+    optuna.create_study(study_name=name, storage=optuna.storages.RDBStorage(url, engine_kwargs))
+    args = (url, name, total // n, engine_kwargs)
+    seconds, codes = _timed([(_optuna_worker, args)] * n)
+    study = optuna.load_study(study_name=name, storage=url)
+    done = len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
+    return seconds, done, codes
+
+
+@contextmanager
+def databases(postgres: str) -> Iterator[Callable[[], str]]:
+    """``new()`` makes a PostgreSQL database for one run; all are dropped at the end."""
+    server = make_url(postgres)
+    made: list[str] = []
+
+    def admin() -> psycopg.Connection:
+        return psycopg.connect(
+            host=server.host, port=server.port or 5432, user=server.username,
+            password=server.password, dbname="postgres", autocommit=True,
+        )  # fmt: skip
+
+    def new() -> str:
+        name = f"hpo_i3_bench_{uuid.uuid4().hex[:8]}"
+        with admin() as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        made.append(name)
+        return f"{postgres}/{name}"
+
+    try:
+        yield new
+    finally:
+        with admin() as conn:
+            for name in made:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def part1(postgres: str, tmp: Path) -> None:
+    print("Part 1: trivial objective (all time is coordination); overhead = worker-ms per trial")
+    print(
+        f"{'storage':<11}{'workers':>8}{'hpo trials/s':>14}{'optuna trials/s':>17}"
+        f"{'hpo ms/trial':>14}{'optuna ms/trial':>17}{'hpo/optuna':>12}"
+    )
+    sqlite_kwargs = {"connect_args": {"timeout": 60}}  # the same settings hpo uses
+    with databases(postgres) as new_pg:
+        for backend in ("sqlite", "postgresql"):
+            for n in WORKERS:
+                total = TRIALS[n]
+                if backend == "sqlite":
+                    url_h, url_o = (f"sqlite:///{tmp}/{k}-{n}.db" for k in ("h", "o"))
+                    open_storage(url_o).engine.dispose()  # WAL, as hpo sets it
+                    kwargs = sqlite_kwargs
+                else:
+                    url_h, url_o, kwargs = new_pg(), new_pg(), {}
+                h_sec, h_done, h_codes = run_hpo(url_h, n, total)
+                o_sec, o_done, o_codes = run_optuna(url_o, n, total, kwargs)
+                h_rate, o_rate = h_done / h_sec, o_done / o_sec
+                note = ""
+                if h_done != total or set(h_codes) != {0}:
+                    note += f" hpo: {h_done}/{total} exit {sorted(set(h_codes))}"
+                if o_done != total or set(o_codes) != {0}:
+                    note += f" optuna: {o_done}/{total} exit {sorted(set(o_codes))}"
+                print(
+                    f"{backend:<11}{n:>8}{h_rate:>14.1f}{o_rate:>17.1f}"
+                    f"{1000 * n / h_rate:>14.1f}{1000 * n / o_rate:>17.1f}"
+                    f"{h_rate / o_rate:>12.2f}{note}",
+                    flush=True,
+                )
+
+
+REAL_STUDY = """
+[study]
+name = "scaling"
+metric = "val_accuracy"
+[budget]
+n_trials = {n_trials}
+[sampler]
+name = "random"
+seed = 0
+[pruner]
+name = "none"
+[data]
+validation_size = 5000
+train_size = 10000
+[space]
+depth = 2
+units = [128, 256]
+lr = {{ low = 1e-4, high = 1e-2, log = true }}
+batch_size = [64, 128]
+optimizer = ["adam", "adamw"]
+epochs = 2
+"""
+
+
+def part2(data_dir: str | None, n_trials: int, tmp: Path) -> None:
+    print(f"\nPart 2: real trials/hour, {n_trials} trials (MLP, 10,000 images, 2 epochs)")
+    study_file = tmp / "scaling.toml"
+    study_file.write_text(textwrap.dedent(REAL_STUDY.format(n_trials=n_trials)))
+    rates = {}
+    for workers in (1, 2):
+        url = f"sqlite:///{tmp}/scaling-{workers}.db"
+        argv = [sys.executable, "-m", "hpo", "run", str(study_file), "--workers", str(workers)]
+        argv += ["--storage", url] + (["--data-dir", data_dir] if data_dir else [])
+        start = time.perf_counter()
+        out = subprocess.run(argv, capture_output=True, text=True, cwd=REPO)
+        wall = time.perf_counter() - start
+        if out.returncode != 0:
+            raise SystemExit(f"hpo run failed:\n{out.stdout}\n{out.stderr}")
+        trials = optuna.load_study(study_name="scaling", storage=url).get_trials()
+        first = min(t.datetime_start for t in trials)
+        last = max(t.datetime_complete for t in trials)
+        busy = (last - first).total_seconds()
+        rates[workers] = len(trials) * 3600 / busy
+        threads = (os.cpu_count() or 1) // workers
+        print(
+            f"  --workers {workers} ({threads} thread(s) each): {rates[workers]:7.0f} trials/hour "
+            f"({len(trials)} trials in {busy:.1f}s of trials; {wall:.1f}s with start-up)",
+            flush=True,
+        )
+    print(f"  scaling 2 workers / 1 worker: {rates[2] / rates[1]:.2f}x (target >= 1.8x)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432")
+    parser.add_argument("--data-dir", default=os.environ.get("HPO_DATA_DIR"))
+    parser.add_argument("--real-trials", type=int, default=16)
+    parser.add_argument("--skip-real", action="store_true", help="only part 1")
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    print(f"{os.cpu_count()} cores; optuna {optuna.__version__}")
+    with tempfile.TemporaryDirectory() as tmp:
+        part1(args.postgres, Path(tmp))
+        if not args.skip_real:
+            part2(args.data_dir, args.real_trials, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()
