@@ -25,7 +25,6 @@ from typing import Any
 
 import optuna
 
-from hpo import data as data_module
 from hpo import logs
 from hpo.errors import HpoError
 from hpo.progress import Echo, Watcher
@@ -34,7 +33,6 @@ from hpo.signals import SIGNALS, Shutdown
 from hpo.spec import StudySpec
 from hpo.storage import open_storage
 from hpo.study import create_or_load, tally
-from hpo.worker import default_threads, run_worker
 
 POLL_SECONDS = 1.0
 
@@ -87,6 +85,9 @@ def run_study(
     Returns:
         The study's status at the end, the workers' exit codes, and what this run finished.
     """
+    from hpo import data as data_module  # torch: not needed by create()
+    from hpo.worker import default_threads, run_worker
+
     if workers < 1:
         raise HpoError(f"--workers must be at least 1, got {workers}")
     data_module.locate(data_dir)  # a missing dataset must fail before storage is written
@@ -162,6 +163,8 @@ def _run_processes(
 
 def _worker_main(spec: StudySpec, url: str, data_dir: str | Path | None, threads: int) -> None:
     os.setpgrp()  # a terminal's Ctrl-C now reaches only the parent, which passes it on once
+    from hpo.worker import run_worker  # torch: imported after leaving the terminal's group
+
     logs.configure(logging.WARNING)  # the parent prints each finished trial
     _exit_with(os.getppid())
     try:

@@ -204,38 +204,44 @@ def test_kill_9_workers_mid_trial_every_point_still_runs_once(
     workers = Workers.cli(study_file, url, fmnist_dir, tmp_path / "logs")
     workers.start(3)
     study = load(url, "kill")
-    killed: list[int] = []
+    killed: list[int] = []  # trials whose worker was killed while training them
     seen: dict[int, float] = {}
     deadline = time.monotonic() + 60
     while len(killed) < 3 and time.monotonic() < deadline:
-        for t in study.get_trials(states=(TrialState.RUNNING,)):
+        running = study.get_trials(states=(TrialState.RUNNING,))
+        for t in running:
             first = seen.setdefault(t.number, time.monotonic())
-            pid = int(t.user_attrs.get("worker", ":0").rsplit(":", 1)[1])
-            proc = next((p for p in workers.procs if p.pid == pid and p.poll() is None), None)
-            if proc is not None and time.monotonic() - first > 0.3 and t.number not in killed:
+            owner = t.user_attrs.get("worker", "")
+            proc = next((p for p in workers.procs if owner.endswith(f":{p.pid}")), None)
+            if proc is not None and proc.poll() is None and time.monotonic() - first > 0.3:
                 proc.send_signal(signal.SIGKILL)  # mid-trial: no chance to clean up
                 proc.wait()
-                killed.append(t.number)
                 workers.start(1)  # a replacement, as an orchestrator would start
+                # Whatever it was training when it died (maybe a newer trial than t):
+                victims = study.get_trials(states=(TrialState.RUNNING,))
+                killed += [v.number for v in victims if v.user_attrs.get("worker") == owner]
                 break
         time.sleep(0.05)
-    assert len(killed) == 3
+    assert len(killed) >= 3
     codes = workers.wait()
-    assert codes.count(-signal.SIGKILL) == 3 and codes.count(0) == len(codes) - 3
+    assert codes.count(0) == len(codes) - codes.count(-signal.SIGKILL) >= 3
     trials = assert_grid_exactly_once(study, 12, workers)
     by_number = {t.number: t for t in trials}
+    retried = {t.number for t in trials if t.user_attrs.get(RETRIED_ATTR)}
     for number in killed:
         dead = by_number[number]
-        assert dead.state == TrialState.FAIL and dead.user_attrs[RETRIED_ATTR]
+        assert dead.state == TrialState.FAIL and number in retried
         assert "no heartbeat" in dead.user_attrs[FAILURE_ATTR]
         assert [t.user_attrs.get(RETRY_OF_ATTR) for t in trials].count(number) == 1
+    # Anything else retried died before it began (killed between claim and start):
+    assert all("worker" not in by_number[n].user_attrs for n in retried - set(killed))
     # Compute: a point was trained once more for each time its worker was killed, no more.
     rows = collections.Counter(tuple(sorted(point_of(t).items())) for t in trials)
-    kills = collections.Counter(tuple(sorted(point_of(by_number[n]).items())) for n in killed)
-    assert all(rows[p] == 1 + kills[p] for p in rows)
-    assert len(trials) == 12 + 3
+    again = collections.Counter(tuple(sorted(point_of(by_number[n]).items())) for n in retried)
+    assert all(rows[p] == 1 + again[p] for p in rows)
     counts = tally(study)
-    assert (counts.complete, counts.finished, counts.retried) == (12, 12, 3)
+    assert (counts.complete, counts.finished, counts.retried) == (12, 12, len(retried))
+    assert len(trials) == 12 + len(retried)
 
 
 def test_workers_carry_on_through_a_postgres_restart(tmp_path, pg_url, fmnist_dir):
@@ -248,7 +254,8 @@ def test_workers_carry_on_through_a_postgres_restart(tmp_path, pg_url, fmnist_di
     while tally(study).complete < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
     restart = ["pg_ctlcluster", "--skip-systemctl-redirect", "15", "main", "restart"]
-    subprocess.run(["flock", "/tmp/hpo-pg.lock", *restart], check=True, timeout=60)
+    # -o: the restarted server must not inherit (and so hold on to) the lock file.
+    subprocess.run(["flock", "-o", "/tmp/hpo-pg.lock", *restart], check=True, timeout=300)
     assert workers.wait() == [0, 0, 0]
     trials = assert_grid_exactly_once(load(pg_url, "restart"), 9, workers, outage=True)
     assert all(t.state == TrialState.COMPLETE for t in trials)  # nothing failed, nothing lost
@@ -274,8 +281,12 @@ def test_sigterm_gives_the_trial_back_and_exits_0(tmp_path, pg_url, fmnist_dir):
     time.sleep(0.5)  # well inside its 200 epochs
     sent = time.monotonic()
     workers.procs[0].send_signal(signal.SIGTERM)
-    assert workers.wait(timeout=10) == [0]
-    assert time.monotonic() - sent < 5
+    while load(pg_url, "term").get_trials(states=(TrialState.RUNNING,)):
+        time.sleep(0.05)
+    given_back = time.monotonic() - sent
+    assert workers.wait(timeout=20) == [0]
+    exited = time.monotonic() - sent
+    assert given_back < 3 and exited < 10, (given_back, exited)  # exit includes torch's teardown
     assert "worker stopped by SIGTERM: 0 complete, 0 pruned, 0 failed, 1 given back" in (
         workers.text()
     )
