@@ -51,7 +51,7 @@ def resolve_url(study_name: str, file_url: str | None = None, cli_url: str | Non
         )
     try:
         parsed = make_url(url)
-    except sqlalchemy.exc.ArgumentError:
+    except (sqlalchemy.exc.ArgumentError, ValueError):  # ValueError: a port that is no number
         raise StorageError(f"storage URL {mask(url)!r} is malformed") from None
     if parsed.drivername not in SCHEMES:
         raise StorageError(

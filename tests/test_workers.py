@@ -27,7 +27,7 @@ from hpo.spec import parse_spec
 from hpo.storage import open_storage
 from hpo.study import create_or_load, tally
 from hpo.worker import work
-from tests.conftest import REPO, pg_admin
+from tests.conftest import REPO, pg_admin, small_study
 
 pytestmark = pytest.mark.slow
 
@@ -355,3 +355,45 @@ def test_n_workers_spend_exactly_the_budget(tmp_path, backend, request):
     counts = tally(study)
     assert (counts.complete, counts.finished, counts.running, counts.waiting) == (40, 40, 0, 0)
     assert len(study.get_trials()) == 40
+
+
+@pytest.fixture
+def pg_url_with_password(pg_url):
+    """``pg_url`` as a role with a password (this server trusts local connections, so the
+    password is not checked: what matters here is that hpo never prints it)."""
+    import uuid
+
+    role, secret = f"hpo_i3_{uuid.uuid4().hex[:8]}", f"Pw{uuid.uuid4().hex[:12]}"
+    database = pg_url.rsplit("/", 1)[1]
+    with pg_admin() as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{secret}'")
+        conn.execute(f'ALTER DATABASE "{database}" OWNER TO {role}')
+    yield pg_url.replace("://postgres@", f"://{role}:{secret}@"), secret
+    with pg_admin() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        conn.execute(f"DROP ROLE {role}")
+
+
+def test_a_password_in_the_url_is_never_printed(tmp_path, pg_url_with_password, fmnist_dir):
+    url, secret = pg_url_with_password
+    study = tmp_path / "pw.toml"
+    study.write_text(small_study(name="pw", n_trials=2))
+    env = {**os.environ, "HPO_STORAGE": url}
+    data = ["--data-dir", str(fmnist_dir)]
+    runs = [
+        hpo("create", str(study), "--storage", url),
+        hpo("run", str(study), "--workers", "2", *data, env=env),
+        hpo("worker", str(study), *data, env=env),  # nothing left: says so and leaves
+        hpo("status", str(study), env=env),
+        hpo("status", str(study), "--json", env=env),
+        hpo("best", str(study), env=env),
+        hpo("status", str(study), "--storage", url.replace(":5432/", ":1/")),  # unreachable
+        hpo("status", str(study), "--storage", url.replace(":5432/", ":port/")),  # malformed
+        hpo("worker", str(study), "--storage", url + "_missing", *data),  # no such database
+    ]
+    codes = [r.returncode for r in runs]
+    assert codes == [0, 0, 0, 0, 0, 0, 2, 2, 2], [r.stdout + r.stderr for r in runs]
+    output = "".join(r.stdout + r.stderr for r in runs)
+    assert secret not in output
+    assert output.count(":***@") >= 6  # the URL is shown, masked
+    assert "2/2 finished" in runs[3].stdout
