@@ -8,6 +8,8 @@ password in a storage URL never reaches a log.
 from __future__ import annotations
 
 import logging
+import sys
+from typing import TextIO
 
 from hpo.storage import mask_text
 
@@ -27,14 +29,28 @@ class MaskPasswords(logging.Filter):
         return True
 
 
+class _Stderr(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is at each record (a test runner may swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
+
+
 def configure(level: int = logging.INFO) -> None:
     """Send hpo's log records to stderr as ``time level name: message``, passwords masked."""
     logger = logging.getLogger("hpo")
-    if any(isinstance(f, MaskPasswords) for h in logger.handlers for f in h.filters):
+    logger.setLevel(level)
+    if any(isinstance(h, _Stderr) for h in logger.handlers):
         return
-    handler = logging.StreamHandler()
+    handler = _Stderr()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(MaskPasswords())
     logger.addHandler(handler)
-    logger.setLevel(level)
-    logger.propagate = False

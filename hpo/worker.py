@@ -194,6 +194,8 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) ->
         return _tell(study, trial, TrialState.PRUNED)
     except TrialDiverged as err:
         return _fail(study, trial, str(err))
+    except optuna.exceptions.UpdateFinishedTrialError:  # its report or attributes were refused
+        return _taken_over(study, trial, TrialState.RUNNING)
     except Exception as err:
         log.error("trial %d failed:\n%s", trial.number, traceback.format_exc())
         return _fail(study, trial, f"{type(err).__name__}: {err}"[:500])
@@ -201,31 +203,39 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) ->
 
 
 def _fail(study: optuna.Study, trial: optuna.Trial, reason: str) -> FrozenTrial:
-    trial.set_user_attr(FAILURE_ATTR, reason)
+    try:
+        trial.set_user_attr(FAILURE_ATTR, reason)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return _taken_over(study, trial, TrialState.FAIL)
     return _tell(study, trial, TrialState.FAIL)
 
 
 def _tell(
     study: optuna.Study, trial: optuna.Trial, state: TrialState, value: float | None = None
 ) -> FrozenTrial:
-    """``study.tell``, tolerating that the trial finished meanwhile.
-
-    It has, if our write landed just before a lost connection (the retry then finds it
-    finished), or if another worker took this one for dead and failed it (then the result is
-    dropped: its point was queued again).
-    """
+    """``study.tell``, tolerating that the trial finished meanwhile (see :func:`_taken_over`)."""
     try:
         return study.tell(trial, value, state=state)
     except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as err:
-        frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+        frozen = _taken_over(study, trial, state)
         if frozen.state == TrialState.RUNNING:  # not a race: the value itself was refused
             trial.set_user_attr(FAILURE_ATTR, f"result refused: {err}"[:500])
             return study.tell(trial, state=TrialState.FAIL)
-        if frozen.state != state:
-            log.warning(
-                "trial #%d was failed by another worker (%s); its %s result is dropped",
-                trial.number,
-                frozen.user_attrs.get(FAILURE_ATTR, "no heartbeat"),
-                state.name,
-            )
         return frozen
+
+
+def _taken_over(study: optuna.Study, trial: optuna.Trial, state: TrialState) -> FrozenTrial:
+    """The trial as stored, when writing to it as ``state`` was refused because it finished.
+
+    It has finished if our own write landed just before a lost connection (the retry then
+    finds it done: fine), or if another worker took this one for dead and failed it: then our
+    result is dropped, and its point was queued again.
+    """
+    frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+    if frozen.state not in (state, TrialState.RUNNING):
+        log.warning(
+            "trial #%d was failed by another worker (%s); this worker's result is dropped",
+            trial.number,
+            frozen.user_attrs.get(FAILURE_ATTR, "no heartbeat"),
+        )
+    return frozen

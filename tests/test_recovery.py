@@ -22,6 +22,7 @@ from hpo.recovery import ATTEMPT_ATTR, FAILURE_ATTR, RETRIED_ATTR, RETRY_OF_ATTR
 from hpo.spec import parse_spec
 from hpo.storage import StudyLock, mask_text, open_storage
 from hpo.study import DONE, WAIT, claim, create_or_load, give_back, tally
+from hpo.worker import run_trial
 
 BEAT = 0.25  # seconds; the grace period is 4 beats
 GRACE = 4 * BEAT
@@ -188,3 +189,18 @@ def test_passwords_are_masked_in_free_text_and_log_records(caplog):
         caplog.handler.removeFilter(handler_filter)
     assert "hunter2" not in caplog.text and "s3cr3t" not in caplog.text
     assert "postgresql://u:***@h/db" in caplog.text
+
+
+def test_a_worker_whose_trial_was_taken_over_drops_its_result(url, caplog):
+    spec, storage, study, lock = _setup(url)
+    trial = _claim(spec, storage, study, lock)
+
+    def objective(t):  # meanwhile, another worker took this one for dead
+        storage.set_trial_user_attr(t._trial_id, FAILURE_ATTR, "no heartbeat; queued again")
+        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        return 0.5
+
+    with caplog.at_level(logging.WARNING, logger="hpo.worker"):
+        frozen = run_trial(study, trial, objective)
+    assert frozen.state == TrialState.FAIL and frozen.value is None
+    assert "result is dropped" in caplog.text

@@ -271,7 +271,25 @@ def _running(study: optuna.Study, n: int, timeout: float = 60) -> list:
     raise AssertionError(f"fewer than {n} trials started")
 
 
-def test_sigterm_gives_the_trial_back_and_exits_0(tmp_path, pg_url, fmnist_dir):
+@pytest.fixture
+def pg_url_with_password(pg_url):
+    """``pg_url`` as a role with a password (this server trusts local connections, so the
+    password is not checked: what matters here is that hpo never prints it)."""
+    import uuid
+
+    role, secret = f"hpo_i3_{uuid.uuid4().hex[:8]}", f"Pw{uuid.uuid4().hex[:12]}"
+    database = pg_url.rsplit("/", 1)[1]
+    with pg_admin() as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{secret}'")
+        conn.execute(f'ALTER DATABASE "{database}" OWNER TO {role}')
+    yield pg_url.replace("://postgres@", f"://{role}:{secret}@"), secret
+    with pg_admin() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        conn.execute(f"DROP ROLE {role}")
+
+
+def test_sigterm_gives_the_trial_back_and_exits_0(tmp_path, pg_url_with_password, fmnist_dir):
+    pg_url, secret = pg_url_with_password
     study_file = grid_file(tmp_path, "term", "[64, 128]", "[64]", epochs=200)
     assert hpo("create", str(study_file), "--storage", pg_url).returncode == 0
     workers = Workers.cli(study_file, pg_url, fmnist_dir, tmp_path / "logs")
@@ -295,6 +313,7 @@ def test_sigterm_gives_the_trial_back_and_exits_0(tmp_path, pg_url, fmnist_dir):
     assert back.user_attrs[FAILURE_ATTR] == "interrupted by SIGTERM; queued again"
     counts = tally(study)
     assert (counts.running, counts.waiting, counts.finished, counts.retried) == (0, 2, 0, 1)
+    assert secret not in workers.text() and ":***@" in workers.text()
 
 
 def test_hpo_run_passes_ctrl_c_to_its_workers_and_reports(tmp_path, fmnist_dir):
@@ -357,43 +376,25 @@ def test_n_workers_spend_exactly_the_budget(tmp_path, backend, request):
     assert len(study.get_trials()) == 40
 
 
-@pytest.fixture
-def pg_url_with_password(pg_url):
-    """``pg_url`` as a role with a password (this server trusts local connections, so the
-    password is not checked: what matters here is that hpo never prints it)."""
-    import uuid
-
-    role, secret = f"hpo_i3_{uuid.uuid4().hex[:8]}", f"Pw{uuid.uuid4().hex[:12]}"
-    database = pg_url.rsplit("/", 1)[1]
-    with pg_admin() as conn:
-        conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{secret}'")
-        conn.execute(f'ALTER DATABASE "{database}" OWNER TO {role}')
-    yield pg_url.replace("://postgres@", f"://{role}:{secret}@"), secret
-    with pg_admin() as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        conn.execute(f"DROP ROLE {role}")
-
-
-def test_a_password_in_the_url_is_never_printed(tmp_path, pg_url_with_password, fmnist_dir):
+def test_a_password_in_the_url_is_never_printed(tmp_path, pg_url_with_password):
+    """Commands that print the storage or fail on it; a worker's log is checked by the
+    SIGTERM test above, which runs with a password too."""
     url, secret = pg_url_with_password
     study = tmp_path / "pw.toml"
     study.write_text(small_study(name="pw", n_trials=2))
     env = {**os.environ, "HPO_STORAGE": url}
-    data = ["--data-dir", str(fmnist_dir)]
     runs = [
         hpo("create", str(study), "--storage", url),
-        hpo("run", str(study), "--workers", "2", *data, env=env),
-        hpo("worker", str(study), *data, env=env),  # nothing left: says so and leaves
         hpo("status", str(study), env=env),
         hpo("status", str(study), "--json", env=env),
-        hpo("best", str(study), env=env),
+        hpo("best", str(study), env=env),  # no trial yet: an error
         hpo("status", str(study), "--storage", url.replace(":5432/", ":1/")),  # unreachable
         hpo("status", str(study), "--storage", url.replace(":5432/", ":port/")),  # malformed
-        hpo("worker", str(study), "--storage", url + "_missing", *data),  # no such database
+        hpo("status", str(study), "--storage", url + "_missing"),  # no such database
     ]
     codes = [r.returncode for r in runs]
-    assert codes == [0, 0, 0, 0, 0, 0, 2, 2, 2], [r.stdout + r.stderr for r in runs]
+    assert codes == [0, 0, 0, 1, 2, 2, 2], [r.stdout + r.stderr for r in runs]
     output = "".join(r.stdout + r.stderr for r in runs)
     assert secret not in output
-    assert output.count(":***@") >= 6  # the URL is shown, masked
-    assert "2/2 finished" in runs[3].stdout
+    assert output.count(":***@") >= 5  # the URL is shown, masked
+    assert "Traceback" not in output
