@@ -114,12 +114,13 @@ def create_or_load(
     ``n_trials`` overrides the budget's trial count; on an existing study it changes the stored
     budget (to extend a finished study, say). ``heartbeat_seconds`` (default
     :data:`hpo.heartbeat.DEFAULT_INTERVAL`) is how often every worker of the study beats; a
-    trial silent for :data:`hpo.heartbeat.GRACE_BEATS` beats is taken for dead and retried.
+    trial silent for :data:`hpo.heartbeat.GRACE_BEATS` beats is taken for dead and retried. It
+    is fixed when the study is created.
 
     Raises:
         StudyMismatchError: the stored study came from a different study file.
         SpecError: ``n_trials`` does not fit a grid.
-        HpoError: ``heartbeat_seconds`` is not positive.
+        HpoError: ``heartbeat_seconds`` is not positive, or differs from the study's.
     """
     if n_trials is not None and spec.is_grid and n_trials > len(spec.grid()):
         raise SpecError(f"--n-trials {n_trials} exceeds the grid's {len(spec.grid())} points")
@@ -130,10 +131,15 @@ def create_or_load(
         attrs = study.user_attrs
         if READY_ATTR in attrs:
             check_fingerprint(spec, attrs)
-            changes = {"n_trials": n_trials, "heartbeat_seconds": heartbeat_seconds}
-            changes = {k: v for k, v in changes.items() if v is not None}
-            if changes:
-                study.set_user_attr(BUDGET_ATTR, {**attrs[BUDGET_ATTR], **changes})
+            beat = attrs[BUDGET_ATTR].get("heartbeat_seconds", heartbeat.DEFAULT_INTERVAL)
+            if heartbeat_seconds is not None and heartbeat_seconds != beat:
+                # Workers running now beat at the old pace: a shorter grace would fail them.
+                raise HpoError(
+                    f"study {spec.name!r} was created with --heartbeat {beat:g}; it cannot "
+                    "change while workers may run: leave --heartbeat out"
+                )
+            if n_trials is not None:
+                study.set_user_attr(BUDGET_ATTR, {**attrs[BUDGET_ATTR], "n_trials": n_trials})
             return study
         budget = {
             "n_trials": n_trials or spec.budget.n_trials,

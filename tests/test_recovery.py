@@ -16,12 +16,13 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from hpo import retry
+from hpo.errors import HpoError
 from hpo.heartbeat import Heartbeat, beat, stale_trials
 from hpo.logs import MaskPasswords
 from hpo.recovery import ATTEMPT_ATTR, FAILURE_ATTR, RETRIED_ATTR, RETRY_OF_ATTR
 from hpo.spec import parse_spec
 from hpo.storage import StudyLock, mask_text, open_storage
-from hpo.study import DONE, WAIT, claim, create_or_load, give_back, tally
+from hpo.study import DONE, WAIT, claim, create_or_load, give_back, read_budget, tally
 from hpo.worker import run_trial
 
 BEAT = 0.25  # seconds; the grace period is 4 beats
@@ -204,3 +205,16 @@ def test_a_worker_whose_trial_was_taken_over_drops_its_result(url, caplog):
         frozen = run_trial(study, trial, objective)
     assert frozen.state == TrialState.FAIL and frozen.value is None
     assert "result is dropped" in caplog.text
+
+
+def test_the_heartbeat_is_fixed_when_the_study_is_created(tmp_path):
+    url = f"sqlite:///{tmp_path}/h.db"
+    spec, storage, study, _ = _setup(url)
+    assert (
+        read_budget(study).heartbeat_seconds == BEAT and read_budget(study).grace_seconds == GRACE
+    )
+    create_or_load(spec, storage, url, heartbeat_seconds=BEAT)  # the same: fine
+    with pytest.raises(HpoError, match=r"created with --heartbeat 0\.25; it cannot change"):
+        create_or_load(spec, storage, url, heartbeat_seconds=10)
+    with pytest.raises(HpoError, match="positive"):
+        create_or_load(spec, storage, url, heartbeat_seconds=0)
