@@ -70,6 +70,7 @@ def _frozen(study, number):
     return next(t for t in study.get_trials() if t.number == number)
 
 
+@pytest.mark.slow  # waits out grace periods
 def test_a_dead_workers_trial_is_retried_then_given_up(url, past_grace):
     spec, storage, study, lock = _setup(url, max_retries=1)
     dead = _claim(spec, storage, study, lock)  # its worker "dies": no heartbeat after claim
@@ -94,6 +95,7 @@ def test_a_dead_workers_trial_is_retried_then_given_up(url, past_grace):
     assert (counts.failed, counts.retried, counts.running, counts.waiting) == (1, 1, 1, 0)
 
 
+@pytest.mark.slow  # waits out grace periods
 def test_a_beating_trial_is_left_alone_and_others_wait_for_it(url, past_grace):
     spec, storage, study, lock = _setup(url, n_trials=1)
     trial = _claim(spec, storage, study, lock)
@@ -133,6 +135,7 @@ def test_a_queue_entry_lost_in_a_crash_is_restored_once(url, past_grace):
     assert len(retries) == 1
 
 
+@pytest.mark.slow  # waits out grace periods
 def test_a_running_trial_without_heartbeat_is_adopted_then_stale(url, past_grace):
     _, storage, study, _ = _setup(url)
     orphan = study.ask()  # created outside claim(): no heartbeat row yet
