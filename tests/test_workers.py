@@ -35,6 +35,8 @@ GRID = """
 [study]
 name = "{name}"
 metric = "val_accuracy"
+[budget]
+max_retries = {max_retries}
 [sampler]
 name = "grid"
 [pruner]
@@ -52,10 +54,17 @@ batch_size = 100
 SIX = "[8, 16, 24, 32, 48, 64]"
 
 
-def grid_file(tmp_path: Path, name="grid", units_1=SIX, units_2=SIX, epochs=1, train_size=500):
+def grid_file(
+    tmp_path: Path, name="grid", units_1=SIX, units_2=SIX, epochs=1, train_size=500, retries=2
+):
     path = tmp_path / f"{name}.toml"
     text = GRID.format(
-        name=name, units_1=units_1, units_2=units_2, epochs=epochs, train_size=train_size
+        name=name,
+        units_1=units_1,
+        units_2=units_2,
+        epochs=epochs,
+        train_size=train_size,
+        max_retries=retries,
     )
     path.write_text(text)
     return path
@@ -133,7 +142,8 @@ def assert_grid_exactly_once(
     trials = study.get_trials()
     done = [t for t in trials if t.state == TrialState.COMPLETE]
     points = [tuple(sorted(t.params.items())) for t in done]
-    assert len(done) == size and len(set(points)) == size
+    table = [(t.number, t.state.name, point_of(t), t.user_attrs) for t in trials]
+    assert len(done) == size and len(set(points)) == size, (table, workers.text()[-3000:])
     assert all(t.user_attrs["epochs_run"] >= 1 for t in done)
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     started = workers.started()
@@ -199,7 +209,8 @@ def test_kill_9_workers_mid_trial_every_point_still_runs_once(
     url = (
         request.getfixturevalue("pg_url") if backend == "postgres" else f"sqlite:///{tmp_path}/k.db"
     )
-    study_file = grid_file(tmp_path, "kill", "[32, 64, 128, 256]", "[64, 128, 256]", 3, 3000)
+    # A point may be hit more than once: enough retries that none is given up.
+    study_file = grid_file(tmp_path, "kill", "[32, 64, 128, 256]", "[64, 128, 256]", 3, 3000, 9)
     assert hpo("create", str(study_file), "--storage", url, "--heartbeat", "0.5").returncode == 0
     workers = Workers.cli(study_file, url, fmnist_dir, tmp_path / "logs")
     workers.start(3)
