@@ -142,6 +142,57 @@ def databases(postgres: str) -> Iterator[Callable[[], str]]:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def _slow_objective(trial: optuna.Trial) -> float:
+    time.sleep(0.2)  # long enough that all workers hold their connections at once
+    return trial.suggest_float("x", 0.0, 1.0)
+
+
+def _connected_worker(url: str, spec, barrier) -> None:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    storage = open_storage(url, create=False, role="hpo bench")
+    study = optuna.load_study(study_name=spec.name, storage=storage)
+    barrier.wait()
+    work(study, spec, storage, _slow_objective)
+
+
+def connections(postgres: str, n: int = 64) -> None:
+    """Peak PostgreSQL connections of ``n`` workers, sampled from pg_stat_activity."""
+    print(f"\nConnections: {n} worker processes on one PostgreSQL study")
+    with databases(postgres) as new_pg:
+        url = new_pg()
+        spec = _spec("connections", 4 * n)
+        create_or_load(spec, open_storage(url), url)
+        database = url.rsplit("/", 1)[1]
+        ctx = multiprocessing.get_context("fork")
+        barrier = ctx.Barrier(n + 1)
+        procs = [ctx.Process(target=_connected_worker, args=(url, spec, barrier)) for _ in range(n)]
+        for proc in procs:
+            proc.start()
+        barrier.wait()
+        peak_total, peak_one, seen = 0, 0, set()
+        server = make_url(postgres)
+        with psycopg.connect(
+            host=server.host, port=server.port or 5432, user=server.username,
+            password=server.password, dbname="postgres", autocommit=True,
+        ) as conn:  # fmt: skip
+            while any(p.is_alive() for p in procs):
+                rows = conn.execute(
+                    "SELECT application_name, count(*) FROM pg_stat_activity "
+                    "WHERE datname = %s AND application_name LIKE 'hpo bench%%' GROUP BY 1",
+                    (database,),
+                ).fetchall()
+                seen |= {app for app, _ in rows}
+                peak_total = max(peak_total, sum(count for _, count in rows))
+                peak_one = max([peak_one, *(count for _, count in rows)])
+                time.sleep(0.02)
+        for proc in procs:
+            proc.join()
+        print(
+            f"  {len(seen)} workers seen; peak connections: {peak_total} in all, "
+            f"{peak_one} per worker (PostgreSQL's default max_connections: 100)"
+        )
+
+
 def part1(postgres: str, tmp: Path) -> None:
     print("Part 1: trivial objective (all time is coordination); overhead = worker-ms per trial")
     print(
@@ -258,6 +309,7 @@ def main() -> None:
     print(f"{os.cpu_count()} cores; optuna {optuna.__version__}")
     with tempfile.TemporaryDirectory() as tmp:
         part1(args.postgres, Path(tmp))
+        connections(args.postgres)
         if not args.skip_real:
             part2(args.data_dir, args.real_trials, Path(tmp))
 
