@@ -25,4 +25,5 @@ lint: setup
 	$(BIN)/ruff format --check hpo tests benchmarks
 
 test: setup lint
+	scripts/ensure-test-tools.sh
 	$(BIN)/python -m pytest

@@ -9,8 +9,11 @@ The public API, one concept per module:
 - ``model`` / ``trainer``: the MLP and its training loop (no Optuna)
 - ``objective``: where training meets Optuna
 - ``storage`` / ``study``: storage URLs, the study lock, budget and grid bookkeeping
+- ``retry``: storage operations that wait out a database restart
+- ``heartbeat`` / ``recovery``: workers' heartbeats; dead workers' trials failed and requeued
+- ``signals``: SIGINT/SIGTERM interrupt the trial, give it back, exit 0
 - ``worker`` / ``runner``: run trials until the study's budget is spent
-- ``results`` / ``progress``: status, best trial, CSV export, progress lines
+- ``results`` / ``progress`` / ``logs``: status, best trial, CSV export, progress and log lines
 - ``table`` / ``bootstrap`` / ``questions``: trials as rows, bootstrap intervals, the questions
 - ``figures`` / ``importance`` / ``findings``: a figure, importances and an answer per question
 - ``analysis`` / ``report`` / ``dashboard``: the study note, the HTML report, optuna-dashboard

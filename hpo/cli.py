@@ -8,14 +8,16 @@ input) and no traceback.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import click
 
+from hpo import logs
 from hpo.arms import DEFAULT_ARMS
 from hpo.errors import HpoError
 from hpo.spec import StudySpec, load_spec
-from hpo.storage import mask, resolve_url
+from hpo.storage import mask, mask_text, resolve_url
 
 
 class _Group(click.Group):
@@ -23,7 +25,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except HpoError as err:
-            exc = click.ClickException(str(err))
+            exc = click.ClickException(mask_text(str(err)))
             exc.exit_code = err.exit_code
             raise exc from None
 
@@ -49,6 +51,14 @@ threads_opt = click.option(
     "--threads",
     type=click.IntRange(min=1),
     help="Torch threads per worker (default: cores/workers).",
+)
+heartbeat_opt = click.option(
+    "--heartbeat",
+    "heartbeat",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="How often every worker of the study signals it is alive (stored in the study; "
+    "default 10). A trial silent for 4 beats is failed and queued again.",
 )
 
 
@@ -77,6 +87,7 @@ def main() -> None:
 @storage_opt
 @data_dir_opt
 @threads_opt
+@heartbeat_opt
 def run(
     study_file: str,
     workers: int,
@@ -84,8 +95,12 @@ def run(
     storage: str | None,
     data_dir: str | None,
     threads: int | None,
+    heartbeat: float | None,
 ) -> None:
     """Create (or resume) the study and run it to its budget.
+
+    Ctrl-C (or SIGTERM) stops every worker within moments: running trials are given back to
+    the study, and the same command resumes it.
 
     \b
     Example:
@@ -95,6 +110,7 @@ def run(
 
     spec, url = _spec_and_url(study_file, storage)
     click.echo(f"storage: {mask(url)}")
+    logs.configure(logging.WARNING)
     report = run_study(
         spec,
         url,
@@ -102,9 +118,15 @@ def run(
         n_trials=n_trials,
         data_dir=data_dir,
         threads=threads,
+        heartbeat_seconds=heartbeat,
         echo=click.echo,
     )
     _print_status(report.status, spec.metric)
+    if report.stopped_by:
+        click.echo(
+            f"stopped by {report.stopped_by}: this run finished {report.finished_here} "
+            f"trial(s); running trials were given back. Run the same command to resume."
+        )
     if any(code != 0 for code in report.worker_exit_codes):
         raise HpoError(f"worker exit codes {report.worker_exit_codes}; see the messages above")
 
@@ -113,7 +135,10 @@ def run(
 @study_file_arg
 @click.option("--n-trials", type=click.IntRange(min=1), help="Override the study's trial budget.")
 @storage_opt
-def create(study_file: str, n_trials: int | None, storage: str | None) -> None:
+@heartbeat_opt
+def create(
+    study_file: str, n_trials: int | None, storage: str | None, heartbeat: float | None
+) -> None:
     """Create the study in storage without running trials (then start workers).
 
     \b
@@ -123,7 +148,7 @@ def create(study_file: str, n_trials: int | None, storage: str | None) -> None:
     from hpo.runner import create as create_study
 
     spec, url = _spec_and_url(study_file, storage)
-    create_study(spec, url, n_trials)
+    create_study(spec, url, n_trials, heartbeat)
     click.echo(f"study {spec.name} ready in {mask(url)}")
 
 
@@ -135,7 +160,8 @@ def create(study_file: str, n_trials: int | None, storage: str | None) -> None:
 def worker(study_file: str, storage: str | None, data_dir: str | None, threads: int | None) -> None:
     """Join an existing study and run trials until its budget is spent.
 
-    Run this on any number of machines against one shared storage.
+    Run this on any number of machines against one shared storage. SIGINT/SIGTERM gives the
+    running trial back to the study and exits 0 within moments.
 
     \b
     Example:
@@ -146,6 +172,7 @@ def worker(study_file: str, storage: str | None, data_dir: str | None, threads: 
 
     spec, url = _spec_and_url(study_file, storage)
     click.echo(f"worker joining {spec.name} in {mask(url)}")
+    logs.configure(logging.INFO)
     summary = run_worker(
         spec,
         url,
@@ -153,9 +180,10 @@ def worker(study_file: str, storage: str | None, data_dir: str | None, threads: 
         threads=threads,
         on_trial=lambda t: click.echo(trial_line(t, spec.metric)),
     )
+    ending = f"stopped by {summary.stopped_by}" if summary.stopped_by else "done"
     click.echo(
-        f"worker done: {summary.complete} complete, {summary.pruned} pruned, "
-        f"{summary.failed} failed"
+        f"worker {ending}: {summary.complete} complete, {summary.pruned} pruned, "
+        f"{summary.failed} failed, {summary.given_back} given back"
     )
 
 
@@ -463,6 +491,7 @@ def _print_status(info: dict[str, Any], metric: str | None = None) -> None:
         f"study {info['study']}: {info['finished']}/{budget} finished — "
         f"{info['complete']} complete, {info['pruned']} pruned, {info['failed']} failed, "
         f"{info['running']} running, {info['waiting']} waiting"
+        + (f" ({info['retried']} retried)" if info.get("retried") else "")
     )
     if "best" in info:
         label = metric or "value"

@@ -5,7 +5,7 @@ Precedence for the URL: ``--storage`` > ``$HPO_STORAGE`` > the study file's ``st
 
 The :class:`StudyLock` serialises the few moments when a worker claims a trial, so the budget
 and the grid stay exact with any number of workers: an advisory lock on PostgreSQL, a file lock
-beside the database on SQLite.
+beside the database on SQLite. Storage operations survive a database restart (:mod:`hpo.retry`).
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 import re
+import socket
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,9 +25,15 @@ import optuna
 import sqlalchemy
 from sqlalchemy.engine import make_url
 
+from hpo import retry
 from hpo.errors import StorageError
+from hpo.retry import RetryingStorage, reason
+
+log = logging.getLogger("hpo.storage")
 
 STORAGE_ENV = "HPO_STORAGE"
+CONNECT_TIMEOUT = 10  # seconds; an unreachable host fails fast instead of after TCP's minutes
+POOL_TIMEOUT = 30  # seconds a thread waits for the worker's one connection
 SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg", "mysql", "mysql+pymysql")
 
 
@@ -43,7 +51,7 @@ def resolve_url(study_name: str, file_url: str | None = None, cli_url: str | Non
         )
     try:
         parsed = make_url(url)
-    except sqlalchemy.exc.ArgumentError:
+    except (sqlalchemy.exc.ArgumentError, ValueError):  # ValueError: a port that is no number
         raise StorageError(f"storage URL {mask(url)!r} is malformed") from None
     if parsed.drivername not in SCHEMES:
         raise StorageError(
@@ -62,10 +70,18 @@ def mask(url: str) -> str:
     try:
         parsed = make_url(url)
     except Exception:
-        return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
+        return mask_text(url)
     if parsed.password is None:
         return url
     return parsed.render_as_string(hide_password=True)
+
+
+_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^\s/]*@", re.IGNORECASE)
+
+
+def mask_text(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@`` in it replaced."""
+    return _PASSWORD.sub(r"\g<head>***@", text)
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -76,11 +92,17 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
-def open_storage(url: str, create: bool = True) -> optuna.storages.RDBStorage:
+def open_storage(url: str, create: bool = True, role: str = "hpo") -> RetryingStorage:
     """Open (and, if ``create``, initialise) the storage at ``url``.
 
     Read-only callers pass ``create=False``: a missing SQLite file is an error, not a new file,
-    and no tables are created.
+    and no tables are created. Operations on the returned storage wait out a database restart
+    (see :mod:`hpo.retry`); opening it does not: an unreachable database fails at once.
+
+    On PostgreSQL the storage holds **one** connection (``pool_size=1, max_overflow=0``), which
+    its heartbeat thread and the :class:`StudyLock` share, so a worker costs the server one
+    connection and 64 workers fit in the default ``max_connections`` of 100. ``role`` names
+    the process in ``pg_stat_activity`` (``application_name``).
 
     Raises:
         StorageError: the database is missing or unreachable; the message masks passwords.
@@ -100,21 +122,59 @@ def open_storage(url: str, create: bool = True) -> optuna.storages.RDBStorage:
         _enable_wal(path)
         # Several local workers write to one file: wait for the lock instead of failing.
         engine_kwargs["connect_args"] = {"timeout": 60}
-    else:
-        engine_kwargs.update(pool_size=2, max_overflow=2, pool_pre_ping=True)
-    try:
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=engine_kwargs, skip_table_creation=not create
+    elif make_url(url).get_backend_name() == "postgresql":
+        engine_kwargs.update(
+            pool_size=1,
+            max_overflow=0,
+            # No pool_pre_ping: it costs a round trip per operation (about 20 per trial), and a
+            # connection that died with a server restart fails its first statement, which
+            # invalidates it; the retry (hpo.retry) then runs on a fresh one.
+            pool_timeout=POOL_TIMEOUT,
+            connect_args={
+                "connect_timeout": CONNECT_TIMEOUT,
+                "application_name": f"{role} {socket.gethostname()}:{os.getpid()}"[:63],
+            },
         )
+    else:
+        engine_kwargs.update(pool_size=2, max_overflow=0, pool_pre_ping=True)
+    try:
+        if engine_kwargs.get("pool_size") != 1:
+            return RetryingStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=not create)
+        return _open_single(url, engine_kwargs, create)
     except (
         sqlalchemy.exc.SQLAlchemyError,
         optuna.exceptions.StorageInternalError,
         sqlite3.Error,
         OSError,
     ) as err:
-        raise StorageError(f"cannot open storage {mask(url)}: {_reason(err)}") from None
+        raise StorageError(f"cannot open storage {mask(url)}: {reason(err)}") from None
     except RuntimeError as err:  # optuna's schema-version check
-        raise StorageError(f"storage {mask(url)} is not usable: {_reason(err)}") from None
+        raise StorageError(f"storage {mask(url)} is not usable: {reason(err)}") from None
+
+
+def _open_single(url: str, engine_kwargs: dict, create: bool) -> RetryingStorage:
+    """A storage whose pool holds one connection.
+
+    Optuna's set-up (stamping new tables, checking the schema version) holds two connections
+    at once, which that pool cannot give: new tables are stamped by a throwaway storage, and
+    the version is checked here, one connection at a time.
+    """
+    if create:
+        unpooled = {
+            k: v for k, v in engine_kwargs.items() if k not in ("pool_size", "max_overflow")
+        }
+        optuna.storages.RDBStorage(url, engine_kwargs=unpooled).engine.dispose()
+    storage = RetryingStorage(
+        url, engine_kwargs, skip_compatibility_check=True, skip_table_creation=True
+    )
+    current, head = storage.get_current_version(), storage.get_head_version()
+    if current != head:
+        storage.engine.dispose()
+        raise StorageError(
+            f"storage {mask(url)} has Optuna schema {current}, this Optuna needs {head}; "
+            "upgrade it with 'optuna storage upgrade --storage URL'"
+        )
+    return storage
 
 
 def _enable_wal(path: Path) -> None:
@@ -126,30 +186,24 @@ def _enable_wal(path: Path) -> None:
         raise StorageError(f"cannot open SQLite database {path}: {err}") from None
 
 
-def _reason(err: BaseException) -> str:
-    """The first line of the underlying driver error (optuna wraps SQLAlchemy's)."""
-    if isinstance(err, optuna.exceptions.StorageInternalError) and err.__cause__ is not None:
-        err = err.__cause__
-    text = str(getattr(err, "orig", None) or err).strip().splitlines()
-    return text[0][:200] if text else type(err).__name__
-
-
 class StudyLock:
     """A lock shared by every worker of one study, wherever they run.
 
-    PostgreSQL: a session-level advisory lock keyed by the study name (released by the server
-    if the worker dies). SQLite: ``flock`` on ``<db>.lock`` (SQLite is local to one host).
+    PostgreSQL: a session-level advisory lock keyed by the study name, taken on the storage's
+    own single connection (the server releases it if the worker dies, and the lock costs no
+    extra connection). The lock stays with that connection while the storage's operations run
+    on it in between; if the connection was lost meanwhile (a restart), the lock went with it:
+    that is logged, and a session left behind by a network cut is terminated so that it cannot
+    hold the lock for hours. SQLite: ``flock`` on ``<db>.lock`` (SQLite is local to one host).
     Other backends get no lock.
     """
 
-    def __init__(self, url: str, study_name: str) -> None:
-        self._path = sqlite_path(url)
+    def __init__(self, storage: optuna.storages.RDBStorage, study_name: str) -> None:
+        self._path = sqlite_path(storage.url)
         self._engine: sqlalchemy.Engine | None = None
         self._key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big") >> 1
-        if self._path is None and make_url(url).get_backend_name() == "postgresql":
-            self._engine = sqlalchemy.create_engine(
-                url, pool_size=1, max_overflow=0, pool_pre_ping=True
-            )
+        if self._path is None and storage.engine.dialect.name == "postgresql":
+            self._engine = storage.engine
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:
@@ -161,15 +215,38 @@ class StudyLock:
                 finally:
                     fcntl.flock(handle, fcntl.LOCK_UN)
         elif self._engine is not None:
-            with self._engine.connect() as conn:
-                conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self._key})
-                try:
-                    yield
-                finally:
-                    conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
+            holder = retry.call(self._acquire, what="taking the study lock")
+            try:
+                yield
+            finally:
+                retry.call(self._release, holder, what="releasing the study lock")
         else:
             yield
 
-    def close(self) -> None:
-        if self._engine is not None:
-            self._engine.dispose()
+    def _acquire(self) -> tuple[int, object]:
+        """Lock on the pool's connection; returns that session's (pid, start time)."""
+        assert self._engine is not None
+        with self._engine.connect() as conn:
+            holder = conn.execute(_LOCK, {"k": self._key}).one()
+            conn.commit()  # the lock is the session's: it outlives this transaction
+        return holder[0], holder[1]
+
+    def _release(self, holder: tuple[int, object]) -> None:
+        assert self._engine is not None
+        with self._engine.connect() as conn:
+            if not conn.execute(_UNLOCK, {"k": self._key}).scalar_one():
+                # Not our session any more: the connection that held the lock was lost.
+                log.warning("the study lock's database connection was lost while it was held")
+                conn.execute(_TERMINATE, {"pid": holder[0], "start": holder[1]})
+            conn.commit()
+
+
+_LOCK = sqlalchemy.text(  # waits for the lock; then who holds it: (pid, session start)
+    "SELECT pid, backend_start FROM pg_stat_get_activity(pg_backend_pid()), pg_advisory_lock(:k)"
+)
+# Unlocking a lock this session does not hold returns false (with a harmless server warning).
+_UNLOCK = sqlalchemy.text("SELECT pg_advisory_unlock(:k)")
+_TERMINATE = sqlalchemy.text(  # a session left behind by a network cut would hold the lock
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+    "WHERE pid = :pid AND backend_start = :start"
+)

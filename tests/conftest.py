@@ -91,3 +91,75 @@ def small_study(
         text = text.replace(f"n_trials = {n_trials}\n", "")
         text = text.replace("[budget]\n", "")
     return text
+
+
+PG_SERVER = os.environ.get("HPO_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432")
+PG_PREFIX = os.environ.get("HPO_TEST_DB_PREFIX", "hpo_test_")
+
+
+def pg_admin():
+    """An autocommit psycopg connection to the test server's ``postgres`` database."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(PG_SERVER)
+    return psycopg.connect(
+        host=url.host,
+        port=url.port or 5432,
+        user=url.username,
+        password=url.password,
+        dbname="postgres",
+        autocommit=True,
+    )
+
+
+@pytest.fixture
+def pg_url():
+    """A new PostgreSQL database for this test, dropped afterwards. Never skipped: the
+    coordination tests are the point of PostgreSQL support (set HPO_TEST_POSTGRES)."""
+    import uuid
+
+    name = f"{PG_PREFIX}{uuid.uuid4().hex[:12]}"
+    with pg_admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"{PG_SERVER}/{name}"
+    with pg_admin() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def compose_config() -> dict:
+    """docker-compose.yml as ``docker-compose config`` validates and resolves it (with the
+    variables of .env.example). Never skipped: CI installs Debian's docker-compose."""
+    import shutil
+    import subprocess
+
+    import yaml
+
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        pytest.fail("docker-compose is not installed: apt-get install docker-compose")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "HPO_"))}
+    out = subprocess.run(
+        [exe, "--env-file", ".env.example", "-f", "docker-compose.yml", "config"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    return yaml.safe_load(out.stdout)
+
+
+@pytest.fixture(scope="session")
+def compose_commands(compose_config) -> dict[str, list[str]]:
+    """The argv of each compose service that runs hpo, with the image's ``hpo`` replaced by
+    this checkout's (``python -m hpo``) and every argument exactly as the service has it."""
+    import sys
+
+    commands = {}
+    for name, service in compose_config["services"].items():
+        argv = [*service.get("entrypoint", []), *service.get("command", [])]
+        if argv[:1] == ["hpo"]:
+            commands[name] = [sys.executable, "-m", "hpo", *argv[1:]]
+    return commands

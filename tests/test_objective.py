@@ -5,6 +5,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo.objective import make_objective
+from hpo.signals import Interrupted
 from hpo.spec import parse_spec
 from hpo.worker import run_trial
 
@@ -91,13 +92,13 @@ def test_a_crashing_objective_fails_only_its_trial():
     assert frozen.user_attrs["failure"] == "ValueError: boom"
 
 
-def test_interrupt_marks_the_trial_and_propagates():
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, lambda: Interrupted("SIGTERM")])
+def test_a_stop_propagates_and_leaves_the_trial_to_the_worker(stop):
     study = optuna.create_study()
 
     def interrupted(trial):
-        raise KeyboardInterrupt
+        raise stop()
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises((KeyboardInterrupt, Interrupted)):
         run_trial(study, study.ask(), interrupted)
-    assert study.trials[0].state == TrialState.FAIL
-    assert study.trials[0].user_attrs["failure"] == "interrupted"
+    assert study.trials[0].state == TrialState.RUNNING  # the worker gives it back

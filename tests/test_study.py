@@ -6,7 +6,7 @@ import pytest
 from hpo.errors import SpecError, StorageError, StudyMismatchError
 from hpo.spec import parse_spec
 from hpo.storage import StudyLock, mask, open_storage, resolve_url
-from hpo.study import claim, create_or_load, join, read_budget, tally
+from hpo.study import DONE, WAIT, claim, create_or_load, join, read_budget, tally
 
 
 def _spec(name="s", sampler="random", n_trials=3, lr=(0.1, 0.01)):
@@ -79,17 +79,19 @@ def test_budget_is_the_studys(tmp_path):
     storage = open_storage(url)
     spec = _spec(n_trials=3)
     study = create_or_load(spec, storage, url)
-    lock = StudyLock(url, spec.name)
+    lock = StudyLock(storage, spec.name)
     claimed = []
-    while (trial := claim(study, spec, lock)) is not None:
+    while isinstance(trial := claim(study, spec, storage, lock), optuna.Trial):
         claimed.append(trial)
         if len(claimed) == 2:  # a running trial counts against the budget too
-            assert claim(study, spec, lock) is not None
-            claimed.append(None)
+            claimed.append(claim(study, spec, storage, lock))
             break
         study.tell(trial, 0.5)
-    assert len(claimed) == 3
-    assert claim(study, spec, lock) is None
+    assert len(claimed) == 3 and isinstance(claimed[2], optuna.Trial)
+    assert claim(study, spec, storage, lock) is WAIT  # the budget is taken by running trials
+    study.tell(claimed[1], 0.5)
+    study.tell(claimed[2], 0.5)
+    assert claim(study, spec, storage, lock) is DONE
 
 
 def test_grid_points_are_enqueued_once_and_popped_once(tmp_path):
@@ -99,9 +101,9 @@ def test_grid_points_are_enqueued_once_and_popped_once(tmp_path):
     study = create_or_load(spec, storage, url)
     create_or_load(spec, storage, url)  # a second creator must not enqueue again
     assert tally(study).waiting == 3
-    lock = StudyLock(url, spec.name)
+    lock = StudyLock(storage, spec.name)
     seen = []
-    while (trial := claim(study, spec, lock)) is not None:
+    while isinstance(trial := claim(study, spec, storage, lock), optuna.Trial):
         seen.append(trial.suggest_categorical("lr", [0.1, 0.01, 0.001]))
         study.tell(trial, 1.0)
     assert sorted(seen) == [0.001, 0.01, 0.1]
@@ -120,11 +122,12 @@ def test_timeout_budget_stops_claims(tmp_path):
     spec = parse_spec(
         {"study": {"name": "t"}, "budget": {"timeout_minutes": 0.0001}, "space": {"lr": [0.1, 0.2]}}
     )
-    study = create_or_load(spec, open_storage(url), url)
+    storage = open_storage(url)
+    study = create_or_load(spec, storage, url)
     import time
 
     time.sleep(0.05)
-    assert claim(study, spec, StudyLock(url, "t")) is None
+    assert claim(study, spec, storage, StudyLock(storage, "t")) is DONE
 
 
 def test_seeded_sampler_differs_per_trial_but_is_reproducible():

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# System tools some tests need, installed from Debian's packages when missing:
+# - docker-compose: validates docker-compose.yml (`docker-compose config`; no Docker daemon);
+# - chromium + chromium-driver: the browser tests open the dashboard and the HTML report.
+# Without apt-get (not Debian/Ubuntu) this only says what is missing; CI must have them.
+set -euo pipefail
+missing=()
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+[ ${#missing[@]} -eq 0 ] && exit 0
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "missing test tools: ${missing[*]} (install them; without them some tests skip)" >&2
+  exit 0
+fi
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+echo "installing Debian packages for the tests: ${missing[*]}" >&2
+$sudo apt-get update -q >/dev/null
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends \
+  "${missing[@]}" >/dev/null

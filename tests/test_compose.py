@@ -1,0 +1,78 @@
+"""docker-compose.yml and the Dockerfile, checked without Docker (it cannot run here).
+
+``docker-compose config`` (Debian's docker-compose) validates the file; these tests check what
+it must promise. That its services' commands work is tested by running them, exactly, against
+a local PostgreSQL (tests/test_workers.py::test_compose_grid_smoke_...).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import yaml
+
+from hpo.spec import load_spec
+from tests.conftest import REPO
+
+
+def test_services_and_their_wiring(compose_config):
+    services = compose_config["services"]
+    assert set(services) == {"postgres", "create", "worker", "dashboard"}
+    db = services["postgres"]
+    assert db["image"].startswith("postgres:")
+    assert any(v.startswith("pgdata:/var/lib/postgresql/data") for v in db["volumes"])
+    assert "pg_isready" in " ".join(db["healthcheck"]["test"])
+    assert services["create"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    for name in ("worker", "dashboard"):
+        assert services[name]["depends_on"]["create"]["condition"] == (
+            "service_completed_successfully"
+        )
+    assert services["create"]["restart"] == "no"  # one-shot
+    assert "ports" not in services["worker"] and "container_name" not in services["worker"]
+    urls = {services[name]["environment"]["HPO_STORAGE"] for name in services if name != "postgres"}
+    assert urls == {"postgresql+psycopg://hpo:change-me-before-use@postgres:5432/hpo"}
+    assert "optuna-dashboard" in services["dashboard"]["command"][0]
+    assert "$$HPO_STORAGE" in services["dashboard"]["command"][0]  # the same database
+
+
+def test_ports_are_published_on_localhost_only(compose_config):
+    ports = {name: service.get("ports", []) for name, service in compose_config["services"].items()}
+    assert ports["dashboard"] == ["127.0.0.1:8080:8080/tcp"]
+    assert ports["postgres"] == ["127.0.0.1:5432:5432/tcp"]
+    assert all(p.startswith("127.0.0.1:") for published in ports.values() for p in published)
+
+
+def test_the_password_comes_from_env_and_is_required(tmp_path):
+    raw = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    assert raw["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"].startswith(
+        "${POSTGRES_PASSWORD:?"
+    )
+    (tmp_path / "empty.env").write_text("")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "HPO_"))}
+    compose = shutil.which("docker-compose") or "docker-compose"
+    out = subprocess.run(
+        [compose, "--env-file", str(tmp_path / "empty.env"), "-f", "docker-compose.yml", "config"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert out.returncode != 0 and "set POSTGRES_PASSWORD in .env" in out.stderr
+
+
+def test_services_run_hpo_on_a_shipped_study(compose_commands):
+    assert compose_commands["create"][3:] == ["create", "studies/grid_smoke.toml"]
+    assert compose_commands["worker"][3:] == ["worker", "studies/grid_smoke.toml", "--threads", "1"]
+    spec = load_spec(REPO / "studies" / "grid_smoke.toml")
+    assert spec.is_grid and len(spec.grid()) == 36
+
+
+def test_dockerfile_builds_hpo_with_data_and_no_root():
+    text = (REPO / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["hpo"]' in text
+    assert "dataset-fashion-mnist" in text and "HPO_DATA_DIR" in text
+    assert "\nUSER hpo\n" in text
+    ignored = (REPO / ".dockerignore").read_text().split()
+    assert {".venv", ".env", "storage"} <= set(ignored)

@@ -1,0 +1,223 @@
+"""Heartbeats, reaping dead workers' trials, giving trials back, retrying lost connections.
+
+In-process and fast; every storage test runs on SQLite and on a real PostgreSQL database.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+
+import optuna
+import psycopg
+import pytest
+import sqlalchemy
+from optuna.trial import TrialState
+
+from hpo import retry
+from hpo.errors import HpoError
+from hpo.heartbeat import Heartbeat, beat, stale_trials
+from hpo.logs import MaskPasswords
+from hpo.recovery import ATTEMPT_ATTR, FAILURE_ATTR, RETRIED_ATTR, RETRY_OF_ATTR
+from hpo.spec import parse_spec
+from hpo.storage import StudyLock, mask_text, open_storage
+from hpo.study import DONE, WAIT, claim, create_or_load, give_back, read_budget, tally
+from hpo.worker import run_trial
+
+BEAT = 0.25  # seconds; the grace period is 4 beats
+GRACE = 4 * BEAT
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/r.db"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def past_grace(url):
+    """Sleep until a trial that stopped beating now is stale (SQLite's clock ticks in seconds)."""
+    pad = 1.05 if url.startswith("sqlite") else 0.1
+    return lambda: time.sleep(GRACE + pad)
+
+
+def _setup(url, n_trials=3, max_retries=1):
+    spec = parse_spec(
+        {
+            "study": {"name": "r"},
+            "budget": {"n_trials": n_trials, "max_retries": max_retries},
+            "sampler": {"name": "random"},
+            "space": {"lr": {"low": 0.001, "high": 0.1}},
+        }
+    )
+    storage = open_storage(url)
+    study = create_or_load(spec, storage, url, heartbeat_seconds=BEAT)
+    return spec, storage, study, StudyLock(storage, spec.name)
+
+
+def _claim(spec, storage, study, lock):
+    """Claim a trial as a worker does: its first heartbeat, then it draws its params."""
+    trial = claim(study, spec, storage, lock)
+    assert isinstance(trial, optuna.Trial), trial
+    beat(storage, trial._trial_id)
+    trial.suggest_float("lr", 0.001, 0.1)
+    return trial
+
+
+def _frozen(study, number):
+    return next(t for t in study.get_trials() if t.number == number)
+
+
+@pytest.mark.slow  # waits out grace periods
+def test_a_dead_workers_trial_is_retried_then_given_up(url, past_grace):
+    spec, storage, study, lock = _setup(url, max_retries=1)
+    dead = _claim(spec, storage, study, lock)  # its worker "dies": no heartbeat after claim
+    past_grace()
+    retried = _claim(spec, storage, study, lock)
+    first = _frozen(study, dead.number)
+    assert first.state == TrialState.FAIL and first.user_attrs[RETRIED_ATTR] == 2
+    assert "no heartbeat" in first.user_attrs[FAILURE_ATTR]
+    assert "queued again" in first.user_attrs[FAILURE_ATTR]
+    assert retried.params == first.params  # the same point, on its second attempt
+    assert retried.user_attrs[ATTEMPT_ATTR] == 2
+    assert retried.user_attrs[RETRY_OF_ATTR] == dead.number
+    counts = tally(study)
+    assert (counts.running, counts.failed, counts.retried) == (1, 0, 1)
+
+    past_grace()  # the retry's worker dies too: no retries left
+    _claim(spec, storage, study, lock)
+    second = _frozen(study, retried.number)
+    assert second.state == TrialState.FAIL and RETRIED_ATTR not in second.user_attrs
+    assert "gave up after 1 retries" in second.user_attrs[FAILURE_ATTR]
+    counts = tally(study)
+    assert (counts.failed, counts.retried, counts.running, counts.waiting) == (1, 1, 1, 0)
+
+
+@pytest.mark.slow  # waits out grace periods
+def test_a_beating_trial_is_left_alone_and_others_wait_for_it(url, past_grace):
+    spec, storage, study, lock = _setup(url, n_trials=1)
+    trial = _claim(spec, storage, study, lock)
+    with Heartbeat(storage, trial._trial_id, BEAT):
+        past_grace()
+        assert claim(study, spec, storage, lock) is WAIT  # budget taken by a live trial
+    assert _frozen(study, trial.number).state == TrialState.RUNNING
+    study.tell(trial, 0.5)
+    assert claim(study, spec, storage, lock) is DONE
+
+
+def test_giving_back_requeues_the_point_without_using_a_retry(url, past_grace):
+    spec, storage, study, lock = _setup(url, n_trials=1, max_retries=0)
+    trial = _claim(spec, storage, study, lock)
+    assert give_back(study, storage, lock, trial._trial_id, "interrupted by SIGTERM")
+    assert not give_back(study, storage, lock, trial._trial_id, "twice")  # already finished
+    back = _frozen(study, trial.number)
+    assert back.state == TrialState.FAIL
+    assert back.user_attrs[FAILURE_ATTR] == "interrupted by SIGTERM; queued again"
+    counts = tally(study)
+    assert (counts.waiting, counts.retried, counts.finished) == (1, 1, 0)
+    again = _claim(spec, storage, study, lock)  # max_retries = 0, yet the point comes back
+    assert again.params == back.params and again.user_attrs[ATTEMPT_ATTR] == 1
+
+
+def test_a_queue_entry_lost_in_a_crash_is_restored_once(url, past_grace):
+    spec, storage, study, lock = _setup(url)
+    trial = _claim(spec, storage, study, lock)
+    # A worker died between failing the trial and queueing its retry:
+    storage.set_trial_user_attr(trial._trial_id, RETRIED_ATTR, 2)
+    storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    retry_trial = _claim(spec, storage, study, lock)
+    assert retry_trial.user_attrs[RETRY_OF_ATTR] == trial.number
+    study.tell(retry_trial, 0.1)
+    _claim(spec, storage, study, lock)  # later claims do not queue it again
+    retries = [t for t in study.get_trials() if t.user_attrs.get(RETRY_OF_ATTR) == trial.number]
+    assert len(retries) == 1
+
+
+@pytest.mark.slow  # waits out grace periods
+def test_a_running_trial_without_heartbeat_is_adopted_then_stale(url, past_grace):
+    _, storage, study, _ = _setup(url)
+    orphan = study.ask()  # created outside claim(): no heartbeat row yet
+    assert stale_trials(storage, study._study_id, GRACE) == []
+    past_grace()
+    assert stale_trials(storage, study._study_id, GRACE) == [orphan._trial_id]
+
+
+def test_transient_errors_are_told_apart():
+    lost = sqlalchemy.exc.OperationalError("SELECT 1", {}, psycopg.OperationalError("closed"))
+    locked = sqlalchemy.exc.OperationalError(
+        "x", {}, sqlite3.OperationalError("database is locked")
+    )
+    no_table = sqlalchemy.exc.OperationalError("x", {}, sqlite3.OperationalError("no such table"))
+    duplicate = sqlalchemy.exc.IntegrityError("x", {}, psycopg.IntegrityError("duplicate"))
+    outer = optuna.exceptions.StorageInternalError("An exception is raised during the commit.")
+    outer.__cause__ = lost
+    assert retry.is_transient(lost) and retry.is_transient(locked) and retry.is_transient(outer)
+    assert not retry.is_transient(no_table) and not retry.is_transient(duplicate)
+    assert not retry.is_transient(ValueError("x"))
+    assert retry.reason(outer) == "closed"
+
+
+def test_retry_waits_out_an_outage_and_gives_up_after_the_deadline(monkeypatch):
+    monkeypatch.setattr(retry, "FIRST_DELAY", 0.01)
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise sqlalchemy.exc.OperationalError("x", {}, psycopg.OperationalError("refused"))
+        return "ok"
+
+    assert retry.call(flaky) == "ok" and len(calls) == 3
+    calls.clear()
+    monkeypatch.setattr(retry, "DEADLINE_SECONDS", 0.015)
+    with pytest.raises(retry.StorageUnavailable, match=r"unreachable for 0s \(flaky\): refused"):
+        retry.call(flaky)
+    with pytest.raises(ValueError):  # not transient: no retry
+        retry.call(lambda: int("x"))
+
+
+def test_passwords_are_masked_in_free_text_and_log_records(caplog):
+    text = "cannot reach postgresql+psycopg://hpo:s3cr3t@db:5432/hpo (timeout)"
+    assert mask_text(text) == "cannot reach postgresql+psycopg://hpo:***@db:5432/hpo (timeout)"
+    logger = logging.getLogger("hpo.test-mask")
+    handler_filter = MaskPasswords()
+    caplog.handler.addFilter(handler_filter)
+    try:
+        try:
+            raise RuntimeError(text)
+        except RuntimeError:
+            logger.exception("failed with %s", "postgresql://u:hunter2@h/db")
+    finally:
+        caplog.handler.removeFilter(handler_filter)
+    assert "hunter2" not in caplog.text and "s3cr3t" not in caplog.text
+    assert "postgresql://u:***@h/db" in caplog.text
+
+
+def test_a_worker_whose_trial_was_taken_over_drops_its_result(url, caplog):
+    spec, storage, study, lock = _setup(url)
+    trial = _claim(spec, storage, study, lock)
+
+    def objective(t):  # meanwhile, another worker took this one for dead
+        storage.set_trial_user_attr(t._trial_id, FAILURE_ATTR, "no heartbeat; queued again")
+        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        return 0.5
+
+    with caplog.at_level(logging.WARNING, logger="hpo.worker"):
+        frozen = run_trial(study, trial, objective)
+    assert frozen.state == TrialState.FAIL and frozen.value is None
+    assert "result is dropped" in caplog.text
+
+
+def test_the_heartbeat_is_fixed_when_the_study_is_created(tmp_path):
+    url = f"sqlite:///{tmp_path}/h.db"
+    spec, storage, study, _ = _setup(url)
+    assert (
+        read_budget(study).heartbeat_seconds == BEAT and read_budget(study).grace_seconds == GRACE
+    )
+    create_or_load(spec, storage, url, heartbeat_seconds=BEAT)  # the same: fine
+    with pytest.raises(HpoError, match=r"created with --heartbeat 0\.25; it cannot change"):
+        create_or_load(spec, storage, url, heartbeat_seconds=10)
+    with pytest.raises(HpoError, match="positive"):
+        create_or_load(spec, storage, url, heartbeat_seconds=0)
