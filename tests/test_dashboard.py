@@ -220,7 +220,7 @@ def test_browser_renders_the_report_offline(finished, browser, tmp_path):
 
 
 PG_SERVER = os.environ.get("HPO_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432")
-PG_PREFIX = os.environ.get("HPO_TEST_DB_PREFIX", "hpo_i4_")
+PG_PREFIX = os.environ.get("HPO_TEST_DB_PREFIX", "hpo_test_")
 
 
 @pytest.fixture
