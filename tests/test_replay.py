@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import optuna
 import pytest
 from optuna.trial import TrialState
 
@@ -11,7 +12,7 @@ from hpo.objective import suggest
 from hpo.replay import ReplayError, point_key, replay_study, table_from_study, trace_of
 from hpo.runner import create
 from hpo.spec import load_spec
-from hpo.storage import StudyLock
+from hpo.storage import StudyLock, open_storage
 from hpo.study import claim
 
 STUDY = """
@@ -42,9 +43,12 @@ def curve(params: dict) -> tuple[list[float], bool]:
 def record_grid(spec, url: str, only: int | None = None, prune_one: bool = False):
     """Fill the grid study as workers would, with made-up curves instead of training."""
     study = create(spec, url)
-    lock = StudyLock(url, spec.name)
+    storage = open_storage(url)
+    lock = StudyLock(storage, spec.name)
     n = 0
-    while (trial := claim(study, spec, lock)) is not None and (only is None or n < only):
+    while isinstance(trial := claim(study, spec, storage, lock), optuna.Trial) and (
+        only is None or n < only
+    ):
         suggest(trial, spec.space)
         values, diverged = curve(trial.params)
         for epoch, value in enumerate(values, start=1):
@@ -59,7 +63,6 @@ def record_grid(spec, url: str, only: int | None = None, prune_one: bool = False
             trial.set_user_attr("test_accuracy", values[-1] - 0.01)
             study.tell(trial, values[-1])
         n += 1
-    lock.close()
     return study
 
 
