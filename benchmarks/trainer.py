@@ -1,0 +1,272 @@
+"""Trainer speed, side by side in one run, on one thread (issue 6).
+
+One epoch of Fashion-MNIST's 60,000 training images, MLP 784-256-256-10, Adam, batch 64:
+
+- ``dataloader``: the tutorial way: torchvision Dataset with ToTensor per sample,
+  ``DataLoader(shuffle=True)``, autograd, ``torch.optim.Adam``;
+- ``plain``: tensors in memory, one gather per epoch, index slices, autograd, fused Adam
+  (hpo's trainer before issue 6; also the reference for accuracy parity);
+- ``hpo``: :func:`hpo.trainer.train` itself at batch 64, and at 1024 (about the arithmetic
+  floor), 16 and 32.
+
+Each repeat runs every loop once, interleaved; the ratios are taken within a repeat and the
+median over repeats is reported. Then: evaluation's share of a reference trial (10 epochs,
+50,000/10,000 split), the peak RSS of a process that loads the data set and trains, and
+accuracy parity between the plain loop and hpo's trainer for the same seeds. The last line is
+``speedup_vs_dataloader=<x> ratio_to_batch1024=<y>``. Run it alone on the machine::
+
+    flock /tmp/hpo-cpu.lock .venv/bin/python -m benchmarks.trainer [--data-dir DIR] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from hpo import data as data_module
+from hpo.data import Dataset, Split
+from hpo.model import build_mlp
+from hpo.optimizers import make_optimizer
+from hpo.spec import DataSpec
+from hpo.trainer import TrainConfig, evaluate, native_bf16, train
+
+REFERENCE = TrainConfig(hidden=(256, 256), optimizer="adam", lr=1e-3, batch_size=64)
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist"
+FLOPS_PER_IMAGE = 6 * (784 * 256 + 256 * 256 + 256 * 10)  # forward 2, backward 4 per weight
+
+
+def default_data_dir() -> Path:
+    """``$HPO_DATA_DIR``, else the shared copy beside the repository (``../shared``)."""
+    return Path(os.environ.get(data_module.DATA_DIR_ENV) or SHARED)
+
+
+def dataloader_epoch(root: Path, n: int, batch_size: int = 64) -> float:
+    """The tutorial way; seconds for one epoch of ``n`` images."""
+    from torch.utils.data import DataLoader, Subset
+    from torchvision import datasets, transforms
+
+    images = datasets.FashionMNIST(str(root), train=True, transform=transforms.ToTensor())
+    loader = DataLoader(Subset(images, range(n)), batch_size=batch_size, shuffle=True)
+    torch.manual_seed(0)
+    model = build_mlp(REFERENCE.hidden)
+    optimizer = torch.optim.Adam(model.parameters(), lr=REFERENCE.lr)
+    start = time.perf_counter()
+    for x, y in loader:
+        loss = F.cross_entropy(model(x.flatten(1)), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return time.perf_counter() - start
+
+
+def plain_train(
+    config: TrainConfig,
+    data: Dataset,
+    on_epoch: Callable[[int, torch.nn.Module], None] | None = None,
+) -> list[float]:
+    """hpo's loop before issue 6 (autograd, fused Adam); seconds of each epoch.
+
+    Same seed, same initialisation and same shuffles as :func:`hpo.trainer.train`, so the two
+    see identical batches and should differ only by float rounding.
+    """
+    torch.manual_seed(config.seed)
+    model = build_mlp(config.hidden, config.activation, config.dropout, config.init)
+    optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr)
+    generator = torch.Generator().manual_seed(config.seed)
+    x, y, n, bs = data.train.rows(), data.train.y, len(data.train), config.batch_size
+    seconds = []
+    for epoch in range(1, config.epochs + 1):
+        start = time.perf_counter()
+        model.train()
+        order = torch.randperm(n, generator=generator)
+        xs, ys = x[order], y[order]
+        total = torch.zeros(())
+        for i in range(0, n, bs):
+            out = model(xs[i : i + bs])
+            loss = F.cross_entropy(out, ys[i : i + bs])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach() * len(out)
+        total.item()
+        seconds.append(time.perf_counter() - start)
+        if on_epoch is not None:
+            on_epoch(epoch, model)
+    return seconds
+
+
+def hpo_epoch(data: Dataset, batch_size: int) -> float:
+    """Training seconds of one epoch of :func:`hpo.trainer.train` (its evaluation excluded)."""
+    config = TrainConfig(**{**REFERENCE.__dict__, "batch_size": batch_size, "epochs": 1})
+    return train(config, data).train_seconds
+
+
+def speed(root: Path, data: Dataset, repeats: int) -> dict[str, list[float]]:
+    """Seconds per epoch of every loop, ``repeats`` times, interleaved."""
+    n = len(data.train)
+    loops: dict[str, Callable[[], float]] = {
+        "dataloader": lambda: dataloader_epoch(root, n),
+        "plain": lambda: plain_train(TrainConfig(**{**REFERENCE.__dict__, "epochs": 1}), data)[0],
+        "hpo64": lambda: hpo_epoch(data, 64),
+        "hpo1024": lambda: hpo_epoch(data, 1024),
+        "hpo32": lambda: hpo_epoch(data, 32),
+        "hpo16": lambda: hpo_epoch(data, 16),
+    }
+    warm = _slice(data, 2048)
+    hpo_epoch(warm, 64), plain_train(TrainConfig(hidden=(256, 256), epochs=1), warm)
+    times: dict[str, list[float]] = {name: [] for name in loops}
+    for _ in range(repeats):
+        for name, loop in loops.items():
+            times[name].append(loop())
+    return times
+
+
+def eval_share(data: Dataset, epochs: int) -> None:
+    """Evaluation's share of a reference trial, and bf16 vs float32 evaluation of its model."""
+    result = train(TrainConfig(**{**REFERENCE.__dict__, "epochs": epochs}), data)
+    share = result.eval_seconds / (result.train_seconds + result.eval_seconds)
+    bf16 = native_bf16("cpu")
+    print(
+        f"reference trial ({epochs} epochs, {len(data.train)} train / {len(data.val)} val): "
+        f"train {result.train_seconds:.2f} s, evaluation {result.eval_seconds:.3f} s = "
+        f"{share:.1%} of the trial (evaluation in {'bf16' if bf16 else 'float32'})"
+    )
+    for split_name, split in (("val", data.val), ("test", data.test)):
+        row = []
+        for precision in (False, True):
+            start = time.perf_counter()
+            loss, acc = evaluate(result.model, split, REFERENCE.eval_batch_size, precision)
+            ms = (time.perf_counter() - start) * 1e3
+            row.append(
+                f"{'bf16' if precision else 'fp32'} loss {loss:.5f} acc {acc:.4f} {ms:.0f} ms"
+            )
+        print(f"  {split_name} evaluated in " + " | ".join(row))
+
+
+def parity(data: Dataset, epochs: int, seeds: Sequence[int]) -> None:
+    """Validation accuracy of the plain loop and hpo's trainer, same seeds, same config."""
+    print(f"accuracy parity ({epochs} epochs, reference config; val accuracy after each epoch):")
+    plain_final, hpo_final = [], []
+
+    def val_acc(model: torch.nn.Module) -> float:
+        return evaluate(model, data.val)[1]
+
+    for seed in seeds:
+        config = TrainConfig(**{**REFERENCE.__dict__, "epochs": epochs, "seed": seed})
+        plain_acc: list[float] = []
+        plain_train(config, data, lambda _, model, acc=plain_acc: acc.append(val_acc(model)))
+        result = train(config, data)
+        hpo_acc = [e.val_accuracy for e in result.epochs]
+        fp32 = evaluate(result.model, data.val)[1]
+        plain_final.append(plain_acc[-1])
+        hpo_final.append(hpo_acc[-1])
+        print(
+            f"  seed {seed}: plain {' '.join(f'{a:.4f}' for a in plain_acc)}"
+            f" | hpo {' '.join(f'{a:.4f}' for a in hpo_acc)} (fp32 eval {fp32:.4f})"
+        )
+    diffs = [h - p for h, p in zip(hpo_final, plain_final, strict=True)]
+    spread = statistics.stdev(plain_final) if len(seeds) > 1 else float("nan")
+    print(
+        f"  final val accuracy: hpo - plain = {', '.join(f'{d:+.4f}' for d in diffs)}; "
+        f"seed-to-seed std of the plain loop = {spread:.4f}"
+    )
+
+
+RSS_PROBE = """
+import sys, torch
+from hpo import data
+from hpo.spec import DataSpec
+from hpo.trainer import TrainConfig, train
+def peak():  # VmHWM: this process's peak RSS in KiB (getrusage's ru_maxrss would include
+    # the parent's RSS inherited through fork + exec)
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+torch.set_num_threads(1)
+base = peak()
+spec = DataSpec(validation_size=10000, train_size=None if sys.argv[2] == "full" else 2000)
+dataset = data.load(spec, sys.argv[1])
+loaded = peak()
+train(TrainConfig(hidden=(256, 256), epochs=1), dataset)
+print(base, loaded, peak())
+"""
+
+
+def peak_rss(data_dir: Path, quick: bool) -> None:
+    """Peak RSS of a fresh process that imports hpo, loads the data set and trains an epoch."""
+    out = subprocess.run(
+        [sys.executable, "-c", RSS_PROBE, str(data_dir), "slice" if quick else "full"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    base, loaded, peak = (int(v) / 1024 for v in out[-3:])
+    what = "a 2,000-image slice" if quick else "the full data set (70,000 images)"
+    print(
+        f"peak RSS of a worker process holding {what} and training one epoch: {peak:.0f} MiB "
+        f"(after imports {base:.0f} MiB, after loading the data {loaded:.0f} MiB)"
+    )
+
+
+def _slice(data: Dataset, n: int) -> Dataset:
+    def cut(s: Split, k: int) -> Split:
+        return replace(s, x=s.x[:k], y=s.y[:k])
+
+    return Dataset(cut(data.train, n), cut(data.val, n // 4), cut(data.test, n // 4))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir())
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="a smoke run on a tiny slice")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    root = data_module.locate(args.data_dir)
+    reference = data_module.load(DataSpec(validation_size=10_000, seed=0), root)
+    train, val = reference.train, reference.val  # all 60,000 training images, same scaling
+    everything = replace(train, x=torch.cat([train.x, val.x]), y=torch.cat([train.y, val.y]))
+    epoch_data = Dataset(everything, reference.test, reference.test)  # test stands in for val
+    repeats = 1 if args.quick else args.repeats
+    if args.quick:
+        epoch_data, reference = _slice(epoch_data, 2048), _slice(reference, 2048)
+
+    n = len(epoch_data.train)
+    print(f"torch {torch.__version__}, 1 thread, MLP 784-256-256-10, Adam, one epoch of {n} images")
+    times = speed(root, epoch_data, repeats)
+    labels = {
+        "dataloader": "tutorial: Dataset + ToTensor + DataLoader(shuffle), bs 64",
+        "plain": "plain: tensors, index slices, autograd, fused Adam, bs 64",
+        "hpo64": "hpo.trainer.train, bs 64",
+        "hpo1024": "hpo.trainer.train, bs 1024 (floor)",
+        "hpo32": "hpo.trainer.train, bs 32",
+        "hpo16": "hpo.trainer.train, bs 16",
+    }
+    print(f"{'loop':<62} s/epoch: min   median  (of {repeats})")
+    for name, label in labels.items():
+        t = times[name]
+        print(f"{label:<62} {min(t):8.3f} {statistics.median(t):8.3f}")
+    floor = min(times["hpo1024"])
+    print(f"batch 1024 runs at {FLOPS_PER_IMAGE * n / floor / 1e9:.0f} GFLOP/s (float32)")
+
+    eval_share(reference, 1 if args.quick else 10)
+    parity(reference, 1 if args.quick else 3, (0,) if args.quick else (0, 1, 2))
+    peak_rss(args.data_dir, args.quick)
+
+    speedup = statistics.median(
+        d / h for d, h in zip(times["dataloader"], times["hpo64"], strict=True)
+    )
+    ratio = statistics.median(h / f for h, f in zip(times["hpo64"], times["hpo1024"], strict=True))
+    print(f"speedup_vs_dataloader={speedup:.2f} ratio_to_batch1024={ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
