@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -182,37 +184,72 @@ def parity(data: Dataset, epochs: int, seeds: Sequence[int]) -> None:
     )
 
 
+RSS_STUDY = """
+[study]
+name = "rss"
+[budget]
+n_trials = 1
+[sampler]
+name = "random"
+[data]
+validation_size = 10000
+{train_size}
+[space]
+depth = 2
+units = 256
+batch_size = 64
+optimizer = "adam"
+epochs = 1
+"""
+# Runs the real `hpo worker` in this process and reports VmHWM, the process's own peak RSS, as
+# it exits. (getrusage's ru_maxrss of a child includes its parent's RSS, inherited through fork
+# and exec, so the kernel's figure comes from /usr/bin/time, whose fork is small.)
 RSS_PROBE = """
-import sys, torch
-from hpo import data
-from hpo.spec import DataSpec
-from hpo.trainer import TrainConfig, train
-def peak():  # VmHWM: this process's peak RSS in KiB (getrusage's ru_maxrss would include
-    # the parent's RSS inherited through fork + exec)
+import atexit, sys
+def peak():
     return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
-torch.set_num_threads(1)
-base = peak()
-spec = DataSpec(validation_size=10000, train_size=None if sys.argv[2] == "full" else 2000)
-dataset = data.load(spec, sys.argv[1])
-loaded = peak()
-train(TrainConfig(hidden=(256, 256), epochs=1), dataset)
-print(base, loaded, peak())
+atexit.register(lambda: print("VmHWM", peak()))
+import torch, hpo.cli
+print("imports", peak())
+hpo.cli.main(sys.argv[1:])
 """
 
 
 def peak_rss(data_dir: Path, quick: bool) -> None:
-    """Peak RSS of a fresh process that imports hpo, loads the data set and trains an epoch."""
-    out = subprocess.run(
-        [sys.executable, "-c", RSS_PROBE, str(data_dir), "slice" if quick else "full"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.split()
-    base, loaded, peak = (int(v) / 1024 for v in out[-3:])
+    """Peak RSS of a real ``hpo worker`` process running one reference trial of one epoch."""
+    with tempfile.TemporaryDirectory() as tmp:
+        study = Path(tmp) / "rss.toml"
+        study.write_text(RSS_STUDY.format(train_size="train_size = 2000" if quick else ""))
+        url = f"sqlite:///{tmp}/rss.db"
+        hpo = [sys.executable, "-m", "hpo"]
+        subprocess.run(
+            [*hpo, "create", str(study), "--storage", url], check=True, capture_output=True
+        )
+        worker = [
+            "worker",
+            str(study),
+            "--storage",
+            url,
+            "--data-dir",
+            str(data_dir),
+            "--threads",
+            "1",
+        ]
+        time_v = ["/usr/bin/time", "-v"] if Path("/usr/bin/time").is_file() else []
+        run = subprocess.run(
+            [*time_v, sys.executable, "-c", RSS_PROBE, *worker],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+    kib = dict(line.split() for line in run.stdout.splitlines() if line.startswith(("imp", "VmH")))
+    kernel = re.search(r"Maximum resident set size \(kbytes\): (\d+)", run.stderr)
     what = "a 2,000-image slice" if quick else "the full data set (70,000 images)"
     print(
-        f"peak RSS of a worker process holding {what} and training one epoch: {peak:.0f} MiB "
-        f"(after imports {base:.0f} MiB, after loading the data {loaded:.0f} MiB)"
+        f"peak RSS of an `hpo worker` holding {what}, one trial of one epoch: "
+        f"{int(kib['VmHWM']) / 1024:.0f} MiB while it runs (VmHWM; after importing torch and "
+        f"hpo {int(kib['imports']) / 1024:.0f} MiB), "
+        + (f"{int(kernel[1]) / 1024:.0f} MiB at exit (/usr/bin/time)" if kernel else "")
     )
 
 
@@ -232,9 +269,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.set_num_threads(1)
     root = data_module.locate(args.data_dir)
     reference = data_module.load(DataSpec(validation_size=10_000, seed=0), root)
-    train, val = reference.train, reference.val  # all 60,000 training images, same scaling
-    everything = replace(train, x=torch.cat([train.x, val.x]), y=torch.cat([train.y, val.y]))
-    epoch_data = Dataset(everything, reference.test, reference.test)  # test stands in for val
+    raw = root / "FashionMNIST" / "raw"
+    images, labels = (data_module.read_idx(raw / name) for name in data_module.FILES[:2])
+    # All 60,000 training images, scaled as hpo scales them; the test set stands in for val.
+    everything = replace(reference.train, x=images.reshape(len(images), -1), y=labels.long())
+    epoch_data = Dataset(everything, reference.test, reference.test)
     repeats = 1 if args.quick else args.repeats
     if args.quick:
         epoch_data, reference = _slice(epoch_data, 2048), _slice(reference, 2048)

@@ -103,7 +103,7 @@ def threads(count: int, loop: Callable[[], float]) -> float:
 
 
 def training_variants(data: Dataset) -> dict[str, Callable[[], float]]:
-    floats = Dataset(*(Split(s.rows(), s.y) for s in (data.train, data.val, data.test)))
+    floats = replace(data, train=data.train.normalised())
     return {
         "autograd, per-epoch gather + slices, Adam(fused) [before]": lambda: plain_train(
             ONE_EPOCH, data

@@ -74,6 +74,7 @@ class Backprop:
     def __init__(self, model: nn.Sequential, l1: float = 0.0) -> None:
         self.blocks = blocks(model)
         self.l1 = l1
+        self._minus_one = torch.empty(0, 1)  # -1 per sample, for the one-hot subtraction
         for p in model.parameters():
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
@@ -89,7 +90,7 @@ class Backprop:
         inputs = [x]  # what each Linear saw
         hidden = []  # per hidden block: pre-activation z, activation a, dropout mask (scaled)
         for block in self.blocks[:-1]:
-            z = torch.addmm(block.linear.bias, inputs[-1], block.linear.weight.t())
+            z = F.linear(inputs[-1], block.linear.weight, block.linear.bias)
             # relu in place: its derivative needs only the output
             a = z.relu_() if block.activation == "relu" else FORWARD[block.activation](z)
             mask = None
@@ -99,14 +100,15 @@ class Backprop:
             hidden.append((z, a, mask))
             inputs.append(a * mask if mask is not None else a)
         last = self.blocks[-1].linear
-        logits = torch.addmm(last.bias, inputs[-1], last.weight.t())
+        logits = F.linear(inputs[-1], last.weight, last.bias)
 
         n = len(y)
-        target = y.unsqueeze(1)
         log_p = F.log_softmax(logits, dim=1)
-        loss = -log_p.gather(1, target).sum()
-        minus_one = torch.full((n, 1), -1.0, dtype=logits.dtype, device=logits.device)
-        d = log_p.exp_().scatter_add_(1, target, minus_one).div_(n)  # (softmax - one_hot) / n
+        loss = F.nll_loss(log_p, y, reduction="sum")
+        if self._minus_one.shape[0] != n:
+            self._minus_one = torch.full((n, 1), -1.0, device=logits.device)
+        d = log_p.exp_().scatter_add_(1, y.unsqueeze(1), self._minus_one).div_(n)
+        # d is now d(mean cross-entropy)/d(logits) = (softmax - one_hot) / n
 
         for i in range(len(self.blocks) - 1, -1, -1):
             linear = self.blocks[i].linear

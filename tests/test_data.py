@@ -84,8 +84,13 @@ def test_split_is_seeded_disjoint_and_normalised():
     assert abs(rows.mean().item()) < 1e-4 and abs(rows.std().item() - 1) < 1e-3
     # The same normalisation as float arithmetic on the pixels, with the training statistics.
     pixels = a.train.x.double() / 255
-    expected = (a.val.x.double() / 255 - pixels.mean()) / pixels.std()
-    assert torch.allclose(a.val.rows().double(), expected, atol=1e-5)
+    expected = (pixels - pixels.mean()) / pixels.std()
+    assert torch.allclose(rows.double(), expected, atol=1e-5)
+    # Validation and test rows are normalised once, exactly as training batches are.
+    assert a.val.x.dtype == torch.float32 and a.test.x.dtype == torch.float32
+    tags = ((a.val.x[:, 0] - a.train.shift) / a.train.scale).round().long()  # image numbers
+    every = data.Split(images.reshape(100, -1), labels, a.train.scale, a.train.shift)
+    assert torch.equal(a.val.x, every.gather(tags))
 
 
 def test_gather_normalises_the_rows_it_is_asked_for():

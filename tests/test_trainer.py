@@ -137,10 +137,25 @@ def test_eval_precision_is_as_configured(tiny_data):
 
 
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
-def test_cuda_run_matches_cpu(tiny_data):
-    config = TrainConfig(hidden=(32,), epochs=2, batch_size=32)
+def test_cuda_run_matches_cpu_without_syncing_per_step(tiny_data):
+    import warnings
+
+    import torch
+
+    config = TrainConfig(hidden=(32,), epochs=2, batch_size=32)  # 13 steps an epoch
     cpu = train(config, tiny_data)
-    gpu = train(config, tiny_data.to("cuda"))
-    assert gpu.model is not None and next(gpu.model.parameters()).is_cuda
+    data = tiny_data.to("cuda")
+    train(config, data)  # warm-up: the first kernels of a process may synchronise
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            gpu = train(config, data)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    syncs = [w for w in caught if "synchroniz" in str(w.message)]
+    # The loss once per epoch and the two metrics of each evaluation, never once per step.
+    assert len(syncs) <= config.epochs * 3 + 2, [str(w.message) for w in syncs]
+    assert next(gpu.model.parameters()).is_cuda
     # Different shuffles (the generator lives on the GPU), same learning.
     assert gpu.last.val_accuracy == pytest.approx(cpu.last.val_accuracy, abs=0.05)
