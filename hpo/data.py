@@ -73,7 +73,7 @@ class Split:
     def rows(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """Rows ``start:stop`` as normalised float32."""
         raw = self.x[start:stop]
-        return raw if raw.is_floating_point() else torch.mul(raw, self.scale).add_(self.shift)
+        return raw if raw.is_floating_point() else self._normalise(raw)
 
     def normalised(self) -> Split:
         """This split with float rows, normalised once."""
@@ -83,7 +83,12 @@ class Split:
         """Rows ``index`` as normalised float32, written into ``out`` if given (no allocation)."""
         if self.x.is_floating_point():
             return torch.index_select(self.x, 0, index, out=out)
-        return torch.mul(self.x[index], self.scale, out=out).add_(self.shift)
+        # index_select copies whole rows; x[index] goes element by element, 3x slower here.
+        return self._normalise(torch.index_select(self.x, 0, index), out)
+
+    def _normalise(self, raw: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        out = torch.empty(raw.shape, device=raw.device) if out is None else out
+        return out.copy_(raw).mul_(self.scale).add_(self.shift)
 
 
 @dataclass(frozen=True)

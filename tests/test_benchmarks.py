@@ -29,7 +29,8 @@ def test_trainer_benchmark_quick(fmnist_dir, capsys, restore_threads):
         assert any(loop in line and re.search(r"\d\.\d{3}\s+\d\.\d{3}$", line) for line in lines)
     assert any(re.search(r"= \d+\.\d% of the trial", line) for line in lines)
     assert any(re.match(r"peak RSS .*: \d+ MiB", line) for line in lines)
-    assert any(re.match(r"  seed 0: plain 0\.\d{4} \| hpo 0\.\d{4}", line) for line in lines)
+    parity = r"  seed 0: plain 0\.\d{4} \| control 0\.\d{4} \| hpo 0\.\d{4}"
+    assert any(re.match(parity, line) for line in lines)
 
 
 @pytest.mark.slow
