@@ -7,6 +7,7 @@ The public API, one concept per module:
 - ``samplers`` / ``pruners`` / ``optimizers``: name → factory registries
 - ``data``: Fashion-MNIST as tensors in memory
 - ``model`` / ``trainer``: the MLP and its training loop (no Optuna)
+- ``backprop``: the MLP's training step written out by hand (the trainer's fast path)
 - ``objective``: where training meets Optuna
 - ``storage`` / ``study``: storage URLs, the study lock, budget and grid bookkeeping
 - ``retry``: storage operations that wait out a database restart

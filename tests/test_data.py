@@ -79,14 +79,38 @@ def test_split_is_seeded_disjoint_and_normalised():
     c = data.split(images, labels, images[:10], labels[:10], DataSpec(20, 50, seed=4))
     assert torch.equal(a.val.x, b.val.x) and not torch.equal(a.val.x, c.val.x)
     assert len(a.train) == 50 and len(a.val) == 20
-    assert abs(a.train.x.mean().item()) < 1e-4 and abs(a.train.x.std().item() - 1) < 1e-3
+    rows = a.train.rows()
+    assert rows.dtype == torch.float32 and rows.shape == (50, 784)
+    assert abs(rows.mean().item()) < 1e-4 and abs(rows.std().item() - 1) < 1e-3
+    # The same normalisation as float arithmetic on the pixels, with the training statistics.
+    pixels = a.train.x.double() / 255
+    expected = (pixels - pixels.mean()) / pixels.std()
+    assert torch.allclose(rows.double(), expected, atol=1e-5)
+    # Validation and test rows are normalised once, exactly as training batches are.
+    assert a.val.x.dtype == torch.float32 and a.test.x.dtype == torch.float32
+    tags = ((a.val.x[:, 0] - a.train.shift) / a.train.scale).round().long()  # image numbers
+    every = data.Split(images.reshape(100, -1), labels, a.train.scale, a.train.shift)
+    assert torch.equal(a.val.x, every.gather(tags))
+
+
+def test_gather_normalises_the_rows_it_is_asked_for():
+    g = torch.Generator().manual_seed(2)
+    images = torch.randint(0, 256, (40, 28, 28), generator=g, dtype=torch.uint8)
+    ds = data.split(images, torch.arange(40) % 10, images, torch.arange(40) % 10, DataSpec(10))
+    index = torch.tensor([3, 0, 7])
+    out = torch.full((3, 784), float("nan"))
+    assert ds.train.gather(index, out=out) is out
+    assert torch.equal(out, ds.train.rows()[index])
+    floats = data.Split(ds.train.rows(), ds.train.y)  # float rows are used as they are
+    assert torch.equal(floats.gather(index), out) and torch.equal(floats.rows(), ds.train.rows())
 
 
 @pytest.mark.slow
 def test_real_fashion_mnist_splits(fmnist_dir):
     ds = data.load(DataSpec(validation_size=10_000), fmnist_dir)
     assert (len(ds.train), len(ds.val), len(ds.test)) == (50_000, 10_000, 10_000)
-    assert ds.train.x.dtype == torch.float32 and ds.train.x.shape[1] == 784
+    assert ds.train.x.dtype == torch.uint8 and ds.train.x.shape[1] == 784
+    assert ds.train.rows(0, 10).dtype == torch.float32
     assert torch.bincount(ds.test.y).tolist() == [1000] * 10
     # The validation images are training images held out, never test images.
     raw_val = ds.val.x[:5]

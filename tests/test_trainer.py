@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from hpo.trainer import TrainConfig, evaluate, train
+from hpo.trainer import TrainConfig, evaluate, native_bf16, train
 
 
 def test_trainer_learns_tiny_data(tiny_data):
@@ -81,3 +81,81 @@ def test_evaluate_restores_training_mode(tiny_data):
     model.train()
     loss, acc = evaluate(model, tiny_data.val, batch_size=7)
     assert model.training and loss > 0 and 0 <= acc <= 1
+
+
+def _autograd_run(config: TrainConfig, data) -> list[float]:
+    """The textbook loop (autograd, zero_grad, a fresh optimizer) with the trainer's shuffles."""
+    import torch
+    import torch.nn.functional as F
+
+    from hpo.model import build_mlp
+    from hpo.optimizers import make_optimizer
+
+    torch.manual_seed(config.seed)
+    model = build_mlp(config.hidden, config.activation, config.dropout, config.init)
+    optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr, config.momentum)
+    shuffle = torch.Generator().manual_seed(config.seed)
+    x, y = data.train.rows(), data.train.y
+    losses = []
+    for _ in range(config.epochs):
+        order = torch.randperm(len(y), generator=shuffle)
+        for i in range(0, len(y), config.batch_size):
+            index = order[i : i + config.batch_size]
+            loss = F.cross_entropy(model(x[index]), y[index])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        losses.append(evaluate(model, data.val)[0])
+    return losses
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd", "rmsprop"])
+def test_fast_path_matches_the_autograd_loop(tiny_data, optimizer):
+    config = TrainConfig(
+        hidden=(32, 16),
+        epochs=3,
+        batch_size=50,
+        optimizer=optimizer,
+        lr=1e-2,
+        momentum=0.5,
+        eval_bf16=False,
+    )
+    fast = [e.val_loss for e in train(config, tiny_data).epochs]
+    # Float rounding differs (one fused matmul order vs another) and grows a little per epoch.
+    assert fast == pytest.approx(_autograd_run(config, tiny_data), rel=1e-3)
+
+
+def test_eval_precision_is_as_configured(tiny_data):
+    for bf16 in (False, True):
+        result = train(TrainConfig(hidden=(32,), epochs=2, eval_bf16=bf16), tiny_data)
+        assert result.last.val_loss == evaluate(result.model, tiny_data.val, bf16=bf16)[0]
+    fp32 = evaluate(result.model, tiny_data.val)
+    bf16 = evaluate(result.model, tiny_data.val, bf16=True)
+    assert fp32[0] != bf16[0]  # bf16 really ran: the loss moves in a late digit ...
+    assert bf16[0] == pytest.approx(fp32[0], rel=1e-2) and abs(bf16[1] - fp32[1]) <= 0.02
+    assert not native_bf16("meta")  # ... and it is only ever the default on a CPU
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_run_matches_cpu_without_syncing_per_step(tiny_data):
+    import warnings
+
+    import torch
+
+    config = TrainConfig(hidden=(32,), epochs=2, batch_size=32)  # 13 steps an epoch
+    cpu = train(config, tiny_data)
+    data = tiny_data.to("cuda")
+    train(config, data)  # warm-up: the first kernels of a process may synchronise
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            gpu = train(config, data)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    syncs = [w for w in caught if "synchroniz" in str(w.message)]
+    # The loss once per epoch and the two metrics of each evaluation, never once per step.
+    assert len(syncs) <= config.epochs * 3 + 2, [str(w.message) for w in syncs]
+    assert next(gpu.model.parameters()).is_cuda
+    # Different shuffles (the generator lives on the GPU), same learning.
+    assert gpu.last.val_accuracy == pytest.approx(cpu.last.val_accuracy, abs=0.05)
