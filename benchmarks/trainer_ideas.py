@@ -197,7 +197,14 @@ def measure(title: str, variants: dict[str, Callable[[], object]], scale: float,
 
 
 def compile_cost(data: Dataset) -> None:
-    """torch.compile of the autograd model: compile seconds against per-step gain."""
+    """torch.compile of the autograd model: compile seconds against per-step gain.
+
+    Inductor's on-disk caches are turned off, so the compile is what a worker pays for each
+    new architecture (a warm cache only helps a shape it has seen before).
+    """
+    import torch._inductor.config
+
+    torch._inductor.config.force_disable_caches = True
     torch.manual_seed(0)
     model = build_mlp(REFERENCE.hidden)
     compiled = torch.compile(model)
@@ -219,7 +226,8 @@ def compile_cost(data: Dataset) -> None:
         step(i)
     per_step = (time.perf_counter() - start) / (n // bs - 1) * 1e6
     print(
-        f"\ntorch.compile(model), autograd, fused Adam: first step (compiling) {compile_s:.1f} s, "
+        f"\ntorch.compile(model), autograd, fused Adam: first step (compiling, no cache) "
+        f"{compile_s:.1f} s, "
         f"then {per_step:.0f} µs/step"
     )
 
