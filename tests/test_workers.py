@@ -314,7 +314,8 @@ def test_sigterm_gives_the_trial_back_and_exits_0(tmp_path, pg_url_with_password
     given_back = time.monotonic() - sent
     assert workers.wait(timeout=20) == [0]
     exited = time.monotonic() - sent
-    assert given_back < 3 and exited < 10, (given_back, exited)  # exit includes torch's teardown
+    # Bounds leave room for a loaded 2-core machine (5.5 s seen with 4 other jobs running).
+    assert given_back < 8 and exited < 15, (given_back, exited)  # exit includes torch teardown
     assert "worker stopped by SIGTERM: 0 complete, 0 pruned, 0 failed, 1 given back" in (
         workers.text()
     )
