@@ -2,6 +2,7 @@
 
 Adam, AdamW and SGD use PyTorch's fused kernels where this build has them (one kernel for all
 parameters instead of a loop per tensor), which is most of the optimizer's cost on small MLPs.
+:func:`direct_step` calls Adam's and AdamW's kernel without ``step``'s Python around it.
 """
 
 from __future__ import annotations
