@@ -342,10 +342,13 @@ def test_hpo_run_passes_ctrl_c_to_its_workers_and_reports(tmp_path, fmnist_dir):
     proc.send_signal(signal.SIGINT)
     output, _ = proc.communicate(timeout=15)
     assert proc.returncode == 0, output
-    assert "stopped by SIGINT: this run finished 0 trial(s)" in output
+    found = re.search(r"stopped by SIGINT: this run finished (\d+) trial\(s\)", output)
+    assert found, output
     assert "Traceback" not in output
     counts = tally(load(db, "ctrlc"))
-    assert (counts.running, counts.retried, counts.waiting) == (0, 2, 4)
+    # On a loaded machine a trial can finish before the signal lands: the report must agree.
+    assert counts.running == 0 and counts.finished == int(found.group(1))
+    assert counts.waiting + counts.finished == 4  # every grid point is done or queued again
 
 
 def _budget_worker(url: str, spec, barrier) -> None:
