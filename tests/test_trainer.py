@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from hpo.trainer import TrainConfig, evaluate, native_bf16, train
@@ -136,26 +138,95 @@ def test_eval_precision_is_as_configured(tiny_data):
     assert not native_bf16("meta")  # ... and it is only ever the default on a CPU
 
 
-@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
-def test_cuda_run_matches_cpu_without_syncing_per_step(tiny_data):
+def test_cuda_graph_is_ignored_off_cuda(tiny_data):
+    config = TrainConfig(hidden=(16,), epochs=2, batch_size=32)
+    a, b = train(config, tiny_data), train(replace(config, cuda_graph=True), tiny_data)
+    assert [e.val_loss for e in a.epochs] == [e.val_loss for e in b.epochs]
+
+
+cuda_only = pytest.mark.skipif(
+    not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU"
+)
+
+
+def _syncs_of(run):
+    """``run()``'s result and the host synchronisations it caused (CUDA's sync debug mode)."""
     import warnings
 
     import torch
 
-    config = TrainConfig(hidden=(32,), epochs=2, batch_size=32)  # 13 steps an epoch
-    cpu = train(config, tiny_data)
-    data = tiny_data.to("cuda")
-    train(config, data)  # warm-up: the first kernels of a process may synchronise
     torch.cuda.set_sync_debug_mode("warn")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            gpu = train(config, data)
+            result = run()
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    syncs = [w for w in caught if "synchroniz" in str(w.message)]
+    return result, [str(w.message) for w in caught if "synchroniz" in str(w.message)]
+
+
+@cuda_only
+def test_cuda_run_matches_cpu_without_syncing_per_step(tiny_data):
+    config = TrainConfig(hidden=(32,), epochs=2, batch_size=32)  # 13 steps an epoch
+    cpu = train(config, tiny_data)
+    data = tiny_data.to("cuda")
+    train(config, data)  # warm-up: the first kernels of a process may synchronise
+    gpu, syncs = _syncs_of(lambda: train(config, data))
     # The loss once per epoch and the two metrics of each evaluation, never once per step.
-    assert len(syncs) <= config.epochs * 3 + 2, [str(w.message) for w in syncs]
+    assert len(syncs) <= config.epochs * 3 + 2, syncs
     assert next(gpu.model.parameters()).is_cuda
     # Different shuffles (the generator lives on the GPU), same learning.
     assert gpu.last.val_accuracy == pytest.approx(cpu.last.val_accuracy, abs=0.05)
+
+
+@cuda_only
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_cuda_graph_replays_the_eager_epochs(tiny_data, monkeypatch, optimizer):
+    import torch
+
+    from hpo import trainer as trainer_module
+    from hpo.graphs import EpochGraph
+
+    graphs = []
+
+    class Spy(EpochGraph):
+        def __init__(self, epoch):
+            super().__init__(epoch)
+            graphs.append(self)
+
+    monkeypatch.setattr(trainer_module, "EpochGraph", Spy)
+    # 400 images at batch 48: the last batch of each epoch is partial; 4 epochs = warm-up,
+    # record + replay, replay, replay.
+    config = TrainConfig(hidden=(32, 16), epochs=4, batch_size=48, optimizer=optimizer)
+    data = tiny_data.to("cuda")
+    eager = train(config, data)
+    graphed, syncs = _syncs_of(lambda: train(replace(config, cuda_graph=True), data))
+    assert len(graphs) == 1 and graphs[0].graph is not None  # it really replayed a graph
+    assert len(syncs) <= config.epochs * 3 + 2, syncs
+    # The same kernels on the same data: the same numbers (bit for bit is expected; the
+    # tolerance only allows for a different cuBLAS algorithm under capture).
+    assert [e.train_loss for e in graphed.epochs] == pytest.approx(
+        [e.train_loss for e in eager.epochs], rel=1e-5
+    )
+    for a, b in zip(eager.model.parameters(), graphed.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert graphed.test_accuracy == pytest.approx(eager.test_accuracy, abs=0.01)
+
+
+@cuda_only
+def test_cuda_graph_draws_fresh_dropout_masks_each_replay(tiny_data):
+    import torch
+
+    from hpo.data import Dataset, Split
+
+    config = TrainConfig(hidden=(32,), epochs=3, batch_size=32, dropout=0.3, cuda_graph=True)
+    assert train(config, tiny_data.to("cuda")).epochs[-1].val_accuracy > 0.8  # it learns
+    # 64 copies of one image and lr=0: the weights never change and the shuffle cannot
+    # matter, so only the dropout masks make one epoch's loss differ from another's. Masks
+    # frozen at recording time would give epochs 2 to 4 (all replays) the same loss.
+    same = Split(tiny_data.train.x[:1].repeat(64, 1), tiny_data.train.y[:1].repeat(64))
+    data = Dataset(same, tiny_data.val, tiny_data.test).to("cuda")
+    result = train(replace(config, epochs=4, lr=0.0), data)
+    losses = [e.train_loss for e in result.epochs]
+    assert len(set(losses[1:])) == 3, losses
+    assert torch.isfinite(torch.tensor(losses)).all()
