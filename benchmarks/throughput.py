@@ -5,12 +5,13 @@ context, kernels), waits for the others, then runs its timed trials with
 :func:`hpo.trainer.train`: the reference trial (MLP 784-256-256-10, Adam, batch 64, 50,000 /
 10,000 split, 10 epochs). No Optuna and no storage: this is the trainer's ceiling; ``hpo run``
 adds a few milliseconds per trial. Meant for a GPU machine (issue 6: at least 1,500 reference
-trials per hour on one H100); on CPU it also runs, one thread per worker::
+trials per hour on one H100); ``--cuda-graph`` replays each epoch as one CUDA graph
+(:mod:`hpo.graphs`). On CPU it also runs, one thread per worker::
 
-    .venv/bin/python -m benchmarks.throughput --device cuda --workers 1,2,4,8
+    .venv/bin/python -m benchmarks.throughput --device cuda --workers 1,2,4,8 [--cuda-graph]
     flock /tmp/hpo-cpu.lock .venv/bin/python -m benchmarks.throughput --device cpu --workers 1,2
 
-The last line is ``trials_per_hour=<best> workers=<N> device=<device>``.
+The last line is ``trials_per_hour=<best> workers=<N> device=<device> cuda_graph=<bool>``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,14 @@ from benchmarks.trainer import REFERENCE, default_data_dir
 
 
 def _worker(
-    device: str, data_dir: str, quick: bool, epochs: int, trials: int, barrier: Any, out: Any
+    device: str,
+    data_dir: str,
+    quick: bool,
+    epochs: int,
+    trials: int,
+    graph: bool,
+    barrier: Any,
+    out: Any,
 ) -> None:
     import torch
 
@@ -38,8 +46,8 @@ def _worker(
     torch.set_num_threads(1)
     spec = DataSpec(validation_size=10_000, train_size=2_000 if quick else None)
     dataset = data_module.load(spec, data_dir).to(device)
-    config = replace(REFERENCE, epochs=epochs)
-    train(replace(config, epochs=1), dataset)  # warm-up, not timed
+    config = replace(REFERENCE, epochs=epochs, cuda_graph=graph)
+    train(replace(config, epochs=2), dataset)  # warm-up (and a graph recorded), not timed
     barrier.wait()
     start = time.perf_counter()
     for seed in range(trials):
@@ -47,11 +55,13 @@ def _worker(
     out.put(time.perf_counter() - start)
 
 
-def rate(n: int, device: str, data_dir: Path, quick: bool, epochs: int, trials: int) -> float:
+def rate(
+    n: int, device: str, data_dir: Path, quick: bool, epochs: int, trials: int, graph: bool = False
+) -> float:
     """Trials per hour of ``n`` processes each running ``trials`` timed trials."""
     ctx = multiprocessing.get_context("spawn")
     barrier, out = ctx.Barrier(n), ctx.Queue()
-    args = (device, str(data_dir), quick, epochs, trials, barrier, out)
+    args = (device, str(data_dir), quick, epochs, trials, graph, barrier, out)
     procs = [ctx.Process(target=_worker, args=args) for _ in range(n)]
     for p in procs:
         p.start()
@@ -62,7 +72,8 @@ def rate(n: int, device: str, data_dir: Path, quick: bool, epochs: int, trials: 
             raise SystemExit(f"a worker failed with exit code {p.exitcode}")
     per_hour = n * trials / max(seconds) * 3600
     print(
-        f"{n:2d} worker(s) on {device}: {n * trials} trials of {epochs} epoch(s) in "
+        f"{n:2d} worker(s) on {device}{' (CUDA graph)' if graph else ''}: "
+        f"{n * trials} trials of {epochs} epoch(s) in "
         f"{max(seconds):6.1f} s = {per_hour:7.0f} trials/hour "
         f"({max(seconds) / trials / epochs:.3f} s per epoch per worker)"
     )
@@ -77,12 +88,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--trials", type=int, default=2, help="timed trials per worker")
     parser.add_argument("--data-dir", type=Path, default=default_data_dir())
     parser.add_argument("--quick", action="store_true", help="a smoke run on a tiny slice")
+    parser.add_argument(
+        "--cuda-graph", action="store_true", help="replay each epoch as one CUDA graph"
+    )
     args = parser.parse_args(argv)
     epochs, trials = (1, 1) if args.quick else (args.epochs, args.trials)
     counts = [int(n) for n in args.workers.split(",")]
-    rates = {n: rate(n, args.device, args.data_dir, args.quick, epochs, trials) for n in counts}
+    rates = {
+        n: rate(n, args.device, args.data_dir, args.quick, epochs, trials, args.cuda_graph)
+        for n in counts
+    }
     best = max(rates, key=rates.get)
-    print(f"trials_per_hour={rates[best]:.0f} workers={best} device={args.device}")
+    print(
+        f"trials_per_hour={rates[best]:.0f} workers={best} device={args.device} "
+        f"cuda_graph={args.cuda_graph}"
+    )
 
 
 if __name__ == "__main__":

@@ -41,3 +41,23 @@ def test_trainer_ideas_quick(fmnist_dir, capsys, restore_threads):
     out = capsys.readouterr().out
     assert out.count("* ") == 3  # what hpo keeps is marked in each table
     assert len(re.findall(r"\d+\.\d\s+\d+\.\d\s+\d+\.\d\d$", out, re.M)) >= 20
+
+
+@pytest.mark.slow
+def test_throughput_quick(fmnist_dir, capsys):
+    from benchmarks import throughput
+
+    throughput.main(["--device", "cpu", "--workers", "1", "--quick", "--data-dir", str(fmnist_dir)])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    match = re.fullmatch(r"trials_per_hour=(\d+) workers=1 device=cpu cuda_graph=False", last)
+    assert match and int(match[1]) > 0
+
+
+@pytest.mark.parametrize("script", ["gpu_prepare.sh", "gpu_check.sh"])
+def test_gpu_scripts_parse(script):
+    import subprocess
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / script
+    result = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
