@@ -8,6 +8,7 @@ The public API, one concept per module:
 - ``data``: Fashion-MNIST as tensors in memory
 - ``model`` / ``trainer``: the MLP and its training loop (no Optuna)
 - ``backprop``: the MLP's training step written out by hand (the trainer's fast path)
+- ``graphs``: a training epoch recorded once as a CUDA graph and replayed (opt-in)
 - ``objective``: where training meets Optuna
 - ``storage`` / ``study``: storage URLs, the study lock, budget and grid bookkeeping
 - ``retry``: storage operations that wait out a database restart
