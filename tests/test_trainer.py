@@ -176,6 +176,7 @@ def _assert_no_sync_per_step(config: TrainConfig, data) -> TrainResult:
     result, syncs = _syncs_of(lambda: train(replace(config, batch_size=16), data))
     _, fewer = _syncs_of(lambda: train(replace(config, batch_size=200), data))
     assert len(syncs) == len(fewer), syncs
+    assert len(syncs) >= config.epochs  # the detector works: each epoch's loss read is one
     n_tensors = 2 * (len(config.hidden) + 1)
     assert len(syncs) <= config.epochs * 3 + 2 + n_tensors + 4, syncs
     return result
