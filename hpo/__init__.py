@@ -10,7 +10,7 @@ The public API, one concept per module:
 - ``backprop``: the MLP's training step written out by hand (the trainer's fast path)
 - ``graphs``: a training epoch recorded once as a CUDA graph and replayed (opt-in)
 - ``objective``: where training meets Optuna
-- ``storage`` / ``study``: storage URLs, the study lock, budget and grid bookkeeping
+- ``storage`` / ``lock`` / ``study``: storage URLs; the study lock; budget and grid bookkeeping
 - ``retry``: storage operations that wait out a database restart
 - ``heartbeat`` / ``recovery``: workers' heartbeats; dead workers' trials failed and requeued
 - ``signals``: SIGINT/SIGTERM interrupt the trial, give it back, exit 0

@@ -1,35 +1,26 @@
-"""Where studies live: resolving the storage URL, opening it, and a study-wide lock.
+"""Where studies live: resolving the storage URL and opening it.
 
 Precedence for the URL: ``--storage`` > ``$HPO_STORAGE`` > the study file's ``study.storage`` >
 ``sqlite:///storage/<name>.db``. Passwords in URLs are never printed: use :func:`mask`.
-
-The :class:`StudyLock` serialises the few moments when a worker claims a trial, so the budget
-and the grid stay exact with any number of workers: an advisory lock on PostgreSQL, a file lock
-beside the database on SQLite. Storage operations survive a database restart (:mod:`hpo.retry`).
+Storage operations survive a database restart (:mod:`hpo.retry`); the study-wide lock that
+workers claim trials under is :mod:`hpo.lock`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
-import logging
 import os
 import re
 import socket
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import sqlalchemy
 from sqlalchemy.engine import make_url
 
-from hpo import retry
 from hpo.errors import StorageError
 from hpo.retry import RetryingStorage, reason
-
-log = logging.getLogger("hpo.storage")
 
 STORAGE_ENV = "HPO_STORAGE"
 CONNECT_TIMEOUT = 10  # seconds; an unreachable host fails fast instead of after TCP's minutes
@@ -100,9 +91,9 @@ def open_storage(url: str, create: bool = True, role: str = "hpo") -> RetryingSt
     (see :mod:`hpo.retry`); opening it does not: an unreachable database fails at once.
 
     On PostgreSQL the storage holds **one** connection (``pool_size=1, max_overflow=0``), which
-    its heartbeat thread and the :class:`StudyLock` share, so a worker costs the server one
-    connection and 64 workers fit in the default ``max_connections`` of 100. ``role`` names
-    the process in ``pg_stat_activity`` (``application_name``).
+    its heartbeat thread and the :class:`~hpo.lock.StudyLock` share, so a worker costs the
+    server one connection and 64 workers fit in the default ``max_connections`` of 100.
+    ``role`` names the process in ``pg_stat_activity`` (``application_name``).
 
     Raises:
         StorageError: the database is missing or unreachable; the message masks passwords.
@@ -203,69 +194,3 @@ def _enable_wal(path: Path) -> None:
             conn.execute("PRAGMA journal_mode=WAL")
     except sqlite3.Error as err:
         raise StorageError(f"cannot open SQLite database {path}: {err}") from None
-
-
-class StudyLock:
-    """A lock shared by every worker of one study, wherever they run.
-
-    PostgreSQL: a session-level advisory lock keyed by the study name, taken on the storage's
-    own single connection (the server releases it if the worker dies, and the lock costs no
-    extra connection). The lock stays with that connection while the storage's operations run
-    on it in between; if the connection was lost meanwhile (a restart), the lock went with it:
-    that is logged, and a session left behind by a network cut is terminated so that it cannot
-    hold the lock for hours. SQLite: ``flock`` on ``<db>.lock`` (SQLite is local to one host).
-    Other backends get no lock.
-    """
-
-    def __init__(self, storage: optuna.storages.RDBStorage, study_name: str) -> None:
-        self._path = sqlite_path(storage.url)
-        self._engine: sqlalchemy.Engine | None = None
-        self._key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big") >> 1
-        if self._path is None and storage.engine.dialect.name == "postgresql":
-            self._engine = storage.engine
-
-    @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
-        if self._path is not None:
-            with open(f"{self._path}.lock", "a") as handle:
-                fcntl.flock(handle, fcntl.LOCK_EX)
-                try:
-                    yield
-                finally:
-                    fcntl.flock(handle, fcntl.LOCK_UN)
-        elif self._engine is not None:
-            holder = retry.call(self._acquire, what="taking the study lock")
-            try:
-                yield
-            finally:
-                retry.call(self._release, holder, what="releasing the study lock")
-        else:
-            yield
-
-    def _acquire(self) -> tuple[int, object]:
-        """Lock on the pool's connection; returns that session's (pid, start time)."""
-        assert self._engine is not None
-        with self._engine.connect() as conn:
-            holder = conn.execute(_LOCK, {"k": self._key}).one()
-            conn.commit()  # the lock is the session's: it outlives this transaction
-        return holder[0], holder[1]
-
-    def _release(self, holder: tuple[int, object]) -> None:
-        assert self._engine is not None
-        with self._engine.connect() as conn:
-            if not conn.execute(_UNLOCK, {"k": self._key}).scalar_one():
-                # Not our session any more: the connection that held the lock was lost.
-                log.warning("the study lock's database connection was lost while it was held")
-                conn.execute(_TERMINATE, {"pid": holder[0], "start": holder[1]})
-            conn.commit()
-
-
-_LOCK = sqlalchemy.text(  # waits for the lock; then who holds it: (pid, session start)
-    "SELECT pid, backend_start FROM pg_stat_get_activity(pg_backend_pid()), pg_advisory_lock(:k)"
-)
-# Unlocking a lock this session does not hold returns false (with a harmless server warning).
-_UNLOCK = sqlalchemy.text("SELECT pg_advisory_unlock(:k)")
-_TERMINATE = sqlalchemy.text(  # a session left behind by a network cut would hold the lock
-    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-    "WHERE pid = :pid AND backend_start = :start"
-)

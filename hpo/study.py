@@ -2,7 +2,7 @@
 
 The study records the resolved study file and its fingerprint; a worker whose file differs
 refuses to join. The budget is the study's, not a worker's: a trial is claimed under the
-study-wide :class:`~hpo.storage.StudyLock`, after counting what already ran, so N workers with a
+study-wide :class:`~hpo.lock.StudyLock`, after counting what already ran, so N workers with a
 budget of B finish B trials between them. A grid study enqueues every point once when it is
 created, and workers pop them under the same lock, so each point runs exactly once.
 
@@ -25,11 +25,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo import heartbeat, recovery
 from hpo.errors import HpoError, SpecError, StorageError, StudyMismatchError
+from hpo.lock import StudyLock
 from hpo.pruners import build_pruner
 from hpo.recovery import RETRIED_ATTR
 from hpo.samplers import build_sampler
 from hpo.spec import StudySpec
-from hpo.storage import StudyLock, mask
+from hpo.storage import mask
 
 SPEC_ATTR = "hpo:spec"
 FINGERPRINT_ATTR = "hpo:fingerprint"

@@ -27,11 +27,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo import data as data_module
 from hpo.heartbeat import Heartbeat
+from hpo.lock import StudyLock
 from hpo.objective import TrialDiverged, make_objective
 from hpo.recovery import FAILURE_ATTR
 from hpo.signals import Interrupted, Shutdown
 from hpo.spec import StudySpec
-from hpo.storage import StudyLock, open_storage
+from hpo.storage import open_storage
 from hpo.study import DONE, WAIT, claim, give_back, join, read_budget
 
 log = logging.getLogger("hpo.worker")

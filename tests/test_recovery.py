@@ -18,10 +18,11 @@ from optuna.trial import TrialState
 from hpo import retry
 from hpo.errors import HpoError
 from hpo.heartbeat import Heartbeat, beat, stale_trials
+from hpo.lock import StudyLock
 from hpo.logs import MaskPasswords
 from hpo.recovery import ATTEMPT_ATTR, FAILURE_ATTR, RETRIED_ATTR, RETRY_OF_ATTR
 from hpo.spec import parse_spec
-from hpo.storage import StudyLock, mask_text, open_storage
+from hpo.storage import mask_text, open_storage
 from hpo.study import DONE, WAIT, claim, create_or_load, give_back, read_budget, tally
 from hpo.worker import run_trial
 

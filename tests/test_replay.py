@@ -8,11 +8,12 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from hpo.lock import StudyLock
 from hpo.objective import suggest
 from hpo.replay import ReplayError, point_key, replay_study, table_from_study, trace_of
 from hpo.runner import create
 from hpo.spec import load_spec
-from hpo.storage import StudyLock, open_storage
+from hpo.storage import open_storage
 from hpo.study import claim
 
 STUDY = """

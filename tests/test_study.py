@@ -4,8 +4,9 @@ import optuna
 import pytest
 
 from hpo.errors import SpecError, StorageError, StudyMismatchError
+from hpo.lock import StudyLock
 from hpo.spec import parse_spec
-from hpo.storage import StudyLock, mask, open_storage, resolve_url
+from hpo.storage import mask, open_storage, resolve_url
 from hpo.study import DONE, WAIT, claim, create_or_load, join, read_budget, tally
 
 
@@ -139,3 +140,33 @@ def test_seeded_sampler_differs_per_trial_but_is_reproducible():
 
     assert draw(0) == draw(0)
     assert draw(0) != draw(1)
+
+
+def test_study_lock_on_a_pooled_storage_unlocks_where_it_locked(pg_url, caplog):
+    """A storage that hpo did not open may pool several connections. The lock must not lock
+    on one and unlock on another: that logged a lost connection and killed a pooled session."""
+    import logging
+
+    import sqlalchemy
+
+    storage = optuna.storages.RDBStorage(pg_url)  # SQLAlchemy's default pool: 5 connections
+    lock = StudyLock(storage, "s")
+    first, second = storage.engine.connect(), storage.engine.connect()
+    first.close(), second.close()  # two idle connections in the pool, handed out in turn
+    other = sqlalchemy.create_engine(pg_url, poolclass=sqlalchemy.pool.NullPool)
+    try_lock = sqlalchemy.text("SELECT pg_try_advisory_lock(:k)")
+    unlock = sqlalchemy.text("SELECT pg_advisory_unlock(:k)")
+    with caplog.at_level(logging.WARNING, logger="hpo.storage"):
+        for _ in range(3):
+            with lock.hold(), other.connect() as conn:  # no other session gets it meanwhile
+                assert not conn.execute(try_lock, {"k": lock._key}).scalar_one()
+            with other.connect() as conn:  # and it was released
+                assert conn.execute(try_lock, {"k": lock._key}).scalar_one()
+                conn.execute(unlock, {"k": lock._key})
+    assert not [r.getMessage() for r in caplog.records]
+    other.dispose()
+    storage.engine.dispose()
+    # hpo's own storage has one connection, which the lock shares rather than adding one.
+    mine = open_storage(pg_url)
+    assert StudyLock(mine, "s")._engine is mine.engine
+    mine.engine.dispose()
