@@ -22,14 +22,22 @@ import torch
 import torch.nn.functional as F
 
 import hpo.trainer
-from benchmarks.trainer import REFERENCE, Seconds, clock, default_data_dir, plain_train, since
+from benchmarks.trainer import (
+    REFERENCE,
+    Seconds,
+    clock,
+    default_data_dir,
+    machine,
+    plain_train,
+    since,
+)
 from hpo import data as data_module
 from hpo.backprop import Backprop
 from hpo.data import Dataset, Split
 from hpo.model import build_mlp
 from hpo.optimizers import direct_step, make_optimizer
 from hpo.spec import DataSpec
-from hpo.trainer import evaluate, train
+from hpo.trainer import evaluate, native_bf16, train
 
 ONE_EPOCH = replace(REFERENCE, epochs=1)
 
@@ -144,12 +152,16 @@ def eval_variants(model: torch.nn.Module, split: Split) -> dict[str, Callable[[]
         model.eval()
         F.cross_entropy(model(split.rows()), split.y).item()
 
+    native = native_bf16("cpu")
     return {
-        "fp32, one batch of 10,000, inference_mode": lambda: evaluate(model, split, 10_000),
+        # What hpo uses (*): bf16 where the CPU has it natively, else float32.
+        f"{'' if native else '* '}fp32, one batch of 10,000, inference_mode": lambda: evaluate(
+            model, split, 10_000
+        ),
         "fp32, one batch of 10,000, no_grad": no_grad_eval,
         "fp32, batches of 2,500": lambda: evaluate(model, split, 2_500),
         "fp32, batches of 1,000": lambda: evaluate(model, split, 1_000),
-        "* bf16 (native on this CPU), one batch of 10,000": lambda: evaluate(
+        f"{'* ' if native else ''}bf16, one batch of 10,000": lambda: evaluate(
             model, split, 10_000, bf16=True
         ),
         "bf16, batches of 2,500": lambda: evaluate(model, split, 2_500, bf16=True),
@@ -277,6 +289,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     repeats = 1 if args.quick else args.repeats
     steps = -(-n // REFERENCE.batch_size)
     print(f"torch {torch.__version__}, 1 thread, {n} images, batch 64, MLP 784-256-256-10, Adam")
+    print(machine())
     train(replace(ONE_EPOCH, epochs=1), data)  # warm up
     few = replace(data.val, x=data.val.x[:256], y=data.val.y[:256])
     quick_eval = replace(data, val=few, test=few)  # timed whole: keep evaluation negligible
