@@ -17,7 +17,7 @@ RUN pip install --no-cache-dir .
 COPY studies ./studies
 
 ENV HPO_DATA_DIR=/opt/fashion-mnist PYTHONUNBUFFERED=1
-RUN python -c "from hpo.data import locate; locate()"
+RUN python -c "from hpo.train.data import locate; locate()"
 
 RUN useradd --create-home --uid 1000 hpo
 USER hpo

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup quickstart test lint
+.PHONY: setup quickstart test test-fast lint
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,5 +25,11 @@ lint: setup
 	$(BIN)/ruff format --check hpo tests benchmarks
 
 test: setup lint
+	@# the tests find the data where hpo does, and in the project's shared copy beside the checkout
+	[ -f ../shared/data/fashion-mnist/FashionMNIST/raw/train-images-idx3-ubyte ] || scripts/ensure-data.sh
 	scripts/ensure-test-tools.sh
 	$(BIN)/python -m pytest
+
+# The edit loop: no training on real data, no worker processes (tests marked slow are left out).
+test-fast: setup lint
+	$(BIN)/python -m pytest -m "not slow" -q

@@ -18,11 +18,11 @@ import argparse
 import math
 import time
 
-from hpo.arms import Budget, parse_arms, plan
-from hpo.compare import is_done, run_comparison
-from hpo.compare_report import arm_rows
-from hpo.spec import load_spec
-from hpo.storage import resolve_url
+from hpo.compare.arms import Budget, parse_arms, plan
+from hpo.compare.report import arm_rows
+from hpo.compare.run import is_done, run_comparison
+from hpo.config.spec import load_spec
+from hpo.coord.storage import resolve_url
 
 STUDY = "studies/compare_grid_vs_tpe.toml"
 TARGET = 0.25

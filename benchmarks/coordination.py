@@ -39,10 +39,10 @@ import optuna
 import psycopg
 from sqlalchemy.engine import make_url
 
-from hpo.spec import parse_spec
-from hpo.storage import open_storage
-from hpo.study import create_or_load, tally
-from hpo.worker import work
+from hpo.config.spec import parse_spec
+from hpo.coord.storage import open_storage
+from hpo.coord.study import create_or_load, tally
+from hpo.coord.worker import work
 
 REPO = Path(__file__).resolve().parents[1]
 WORKERS = (1, 4, 16)

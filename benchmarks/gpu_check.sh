@@ -127,8 +127,8 @@ tail -n 3 "$work/worker-1.log"
 $py - "$work/gpu.toml" "$start" "$end" "${codes[*]}" <<'EOF' | tee -a "$summary"
 import statistics, sys
 import optuna
-from hpo.spec import load_spec
-from hpo.storage import open_storage
+from hpo.config.spec import load_spec
+from hpo.coord.storage import open_storage
 spec = load_spec(sys.argv[1])
 study = optuna.load_study(study_name=spec.name, storage=open_storage(spec.storage, create=False))
 done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]

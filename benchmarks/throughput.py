@@ -2,11 +2,11 @@
 
 Each worker process loads the data once, moves it to the device, runs one warm-up trial (CUDA
 context, kernels), waits for the others, then runs its timed trials with
-:func:`hpo.trainer.train`: the reference trial (MLP 784-256-256-10, Adam, batch 64, 50,000 /
+:func:`hpo.train.trainer.train`: the reference trial (MLP 784-256-256-10, Adam, batch 64, 50,000 /
 10,000 split, 10 epochs). No Optuna and no storage: this is the trainer's ceiling; ``hpo run``
 adds a few milliseconds per trial. Meant for a GPU machine (issue 6: at least 1,500 reference
 trials per hour on one H100); ``--cuda-graph`` replays each epoch as one CUDA graph
-(:mod:`hpo.graphs`). On CPU it also runs, one thread per worker::
+(:mod:`hpo.train.graphs`). On CPU it also runs, one thread per worker::
 
     .venv/bin/python -m benchmarks.throughput --device cuda --workers 1,2,4,8 [--cuda-graph]
     flock /tmp/hpo-cpu.lock .venv/bin/python -m benchmarks.throughput --device cpu --workers 1,2
@@ -39,9 +39,9 @@ def _worker(
 ) -> None:
     import torch
 
-    from hpo import data as data_module
-    from hpo.spec import DataSpec
-    from hpo.trainer import train
+    from hpo.config.spec import DataSpec
+    from hpo.train import data as data_module
+    from hpo.train.trainer import train
 
     torch.set_num_threads(1)
     spec = DataSpec(validation_size=10_000, train_size=2_000 if quick else None)

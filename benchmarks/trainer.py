@@ -6,7 +6,7 @@ One epoch of Fashion-MNIST's 60,000 training images, MLP 784-256-256-10, Adam, b
   ``DataLoader(shuffle=True)``, autograd, ``torch.optim.Adam``;
 - ``plain``: tensors in memory, one gather per epoch, index slices, autograd, fused Adam
   (hpo's trainer before issue 6; also the reference for accuracy parity);
-- ``hpo``: :func:`hpo.trainer.train` itself at batch 64, and at 1024 (about the arithmetic
+- ``hpo``: :func:`hpo.train.trainer.train` itself at batch 64, and at 1024 (about the arithmetic
   floor), 16 and 32.
 
 Each repeat runs every loop once, interleaved; the ratios are taken within a repeat and the
@@ -35,12 +35,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from hpo import data as data_module
-from hpo.data import Dataset, Split
-from hpo.model import build_mlp
-from hpo.optimizers import make_optimizer
-from hpo.spec import DataSpec
-from hpo.trainer import TrainConfig, evaluate, native_bf16, train
+from hpo.config.spec import DataSpec
+from hpo.train import data as data_module
+from hpo.train.data import Dataset, Split
+from hpo.train.model import build_mlp
+from hpo.train.optimizers import make_optimizer
+from hpo.train.trainer import TrainConfig, evaluate, native_bf16, train
 
 REFERENCE = TrainConfig(hidden=(256, 256), optimizer="adam", lr=1e-3, batch_size=64)
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist"
@@ -115,7 +115,7 @@ def plain_train(
 ) -> list[Seconds]:
     """hpo's loop before issue 6 (autograd, fused Adam); the time of each epoch.
 
-    Same seed, same initialisation and same shuffles as :func:`hpo.trainer.train`, so the two
+    Same seed, same initialisation and same shuffles as :func:`hpo.train.trainer.train`, so the two
     see identical batches and should differ only by float rounding. ``foreach``: Adam's
     multi-tensor kernels instead of the fused one (same arithmetic, rounded differently).
     """
@@ -149,7 +149,7 @@ def plain_train(
 
 
 def hpo_epoch(data: Dataset, batch_size: int) -> Seconds:
-    """One epoch of :func:`hpo.trainer.train`, the whole call (model built, tiny evaluation)."""
+    """One epoch of :func:`hpo.train.trainer.train`: the whole call (model, tiny evaluation)."""
     config = TrainConfig(**{**REFERENCE.__dict__, "batch_size": batch_size, "epochs": 1})
     start = clock()
     train(config, data)
@@ -354,10 +354,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     labels = {
         "dataloader": "tutorial: Dataset + ToTensor + DataLoader(shuffle), bs 64",
         "plain": "plain: tensors, index slices, autograd, fused Adam, bs 64",
-        "hpo64": "hpo.trainer.train, bs 64",
-        "hpo1024": "hpo.trainer.train, bs 1024 (floor)",
-        "hpo32": "hpo.trainer.train, bs 32",
-        "hpo16": "hpo.trainer.train, bs 16",
+        "hpo64": "hpo.train.trainer.train, bs 64",
+        "hpo1024": "hpo.train.trainer.train, bs 1024 (floor)",
+        "hpo32": "hpo.train.trainer.train, bs 32",
+        "hpo16": "hpo.train.trainer.train, bs 16",
     }
     print(f"{'s/epoch (' + str(repeats) + ' repeats)':<60} wall: min  median   CPU: min  median")
     for name, label in labels.items():

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-import hpo.trainer
+import hpo.train.trainer
 from benchmarks.trainer import (
     REFERENCE,
     Seconds,
@@ -31,13 +31,13 @@ from benchmarks.trainer import (
     plain_train,
     since,
 )
-from hpo import data as data_module
-from hpo.backprop import Backprop
-from hpo.data import Dataset, Split
-from hpo.model import build_mlp
-from hpo.optimizers import direct_step, make_optimizer
-from hpo.spec import DataSpec
-from hpo.trainer import evaluate, native_bf16, train
+from hpo.config.spec import DataSpec
+from hpo.train import data as data_module
+from hpo.train.backprop import Backprop
+from hpo.train.data import Dataset, Split
+from hpo.train.model import build_mlp
+from hpo.train.optimizers import direct_step, make_optimizer
+from hpo.train.trainer import evaluate, native_bf16, train
 
 ONE_EPOCH = replace(REFERENCE, epochs=1)
 
@@ -101,12 +101,12 @@ def backprop_per_tensor(data: Dataset) -> None:
 
 def without_direct_step(loop: Callable[[], object]) -> None:
     """Run ``loop`` with hpo's trainer calling ``optimizer.step()`` instead of the kernel."""
-    original = hpo.trainer.direct_step
-    hpo.trainer.direct_step = lambda optimizer: optimizer.step
+    original = hpo.train.trainer.direct_step
+    hpo.train.trainer.direct_step = lambda optimizer: optimizer.step
     try:
         loop()
     finally:
-        hpo.trainer.direct_step = original
+        hpo.train.trainer.direct_step = original
 
 
 def threads(count: int, loop: Callable[[], object]) -> None:
@@ -137,7 +137,9 @@ def training_variants(data: Dataset) -> dict[str, Callable[[], object]]:
         "  same, optimizer.step() over one flat tensor": lambda: without_direct_step(
             lambda: train(ONE_EPOCH, data)
         ),
-        "* hpo.trainer.train (+ direct fused Adam kernel call)": lambda: train(ONE_EPOCH, data),
+        "* hpo.train.trainer.train (+ direct fused Adam kernel call)": lambda: train(
+            ONE_EPOCH, data
+        ),
         "  same on float32 data (no per-batch normalise)": lambda: train(ONE_EPOCH, floats),
         "  same with l1=1e-5 (the L1 term when asked for)": lambda: train(
             replace(ONE_EPOCH, l1=1e-5), data

@@ -1,47 +1,62 @@
 """hpo: hyperparameter optimization of PyTorch MLPs on Fashion-MNIST, with Optuna.
 
-The public API, one concept per module:
+The architecture, one layer a subpackage, imports only going down (``tests/test_layout.py``
+holds it to that):
 
-- ``spec``: study files → :class:`StudySpec` (validated, frozen)
-- ``space``: the search space and its conditional structure
-- ``samplers`` / ``pruners`` / ``optimizers``: name → factory registries
-- ``data``: Fashion-MNIST as tensors in memory
-- ``model`` / ``trainer``: the MLP and its training loop (no Optuna)
-- ``backprop``: the MLP's training step written out by hand (the trainer's fast path)
-- ``graphs``: a training epoch recorded once as a CUDA graph and replayed (opt-in)
-- ``objective``: where training meets Optuna
-- ``storage`` / ``lock`` / ``study``: storage URLs; the study lock; budget and grid bookkeeping
-- ``retry``: storage operations that wait out a database restart
-- ``heartbeat`` / ``recovery``: workers' heartbeats; dead workers' trials failed and requeued
-- ``signals``: SIGINT/SIGTERM interrupt the trial, give it back, exit 0
-- ``worker`` / ``runner``: run trials until the study's budget is spent
-- ``results`` / ``progress`` / ``logs``: status, best trial, CSV export, progress and log lines
-- ``table`` / ``bootstrap`` / ``questions``: trials as rows, bootstrap intervals, the questions
-- ``figures`` / ``importance`` / ``findings``: a figure, importances and an answer per question
-- ``analysis`` / ``report`` / ``dashboard``: the study note, the HTML report, optuna-dashboard
-- ``evaluation``: the best model (seeded retrain) per class on the test set
-- ``arms`` / ``compare``: what a comparison compares (sampler ± pruner, seeds, budget);
-  running, reading or replaying it
-- ``trace`` / ``stats``: runs as cost-ordered trials; best-so-far curves, AUC, tests
-- ``replay``: samplers and pruners replayed against a recorded full grid
-- ``compare_report``: the comparison as a terminal table, CSV files and a self-contained HTML page
+- :mod:`hpo.errors`: errors a user can cause, each with a one-line message
+- :mod:`hpo.train`: data, model and trainer (torch only, nothing of Optuna)
+- :mod:`hpo.config`: study files → validated, frozen dataclasses (Optuna, never torch)
+- :mod:`hpo.objective`: the one place where training meets Optuna
+- :mod:`hpo.coord`: storage, the study lock, claiming trials, heartbeats, workers
+- :mod:`hpo.insight`: rows, questions, figures, findings, the note, report and dashboard
+- :mod:`hpo.compare`: grid search against samplers and pruners, with statistics
+- :mod:`hpo.cli`: the ``hpo`` command, a thin layer over the API below
+
+The API a script uses is exported here and imported lazily, so ``import hpo`` is cheap and
+``import hpo.train`` loads neither Optuna nor SQLAlchemy::
+
+    import hpo
+
+    spec = hpo.load_spec("studies/quickstart.toml")
+    url = hpo.resolve_url(spec.name, spec.storage)   # the file's storage, or SQLite by default
+    report = hpo.run_study(spec, url, workers=2)      # create or resume, run to the budget
+    hpo.run_worker(spec, url)                         # join a study created elsewhere
+    hpo.analyze_study(spec, url)                      # figures and the study note
+    result = hpo.train(hpo.TrainConfig(...), hpo.load_data(spec.data))  # one config, no Optuna
 """
 
 from __future__ import annotations
 
-import warnings
-
-import optuna
+import importlib
+from typing import Any
 
 from hpo.errors import DataNotFoundError, HpoError, SpecError, StorageError, StudyMismatchError
-from hpo.spec import StudySpec, load_spec, parse_spec
-from hpo.storage import mask, open_storage, resolve_url
 
 __version__ = "0.1.0"
 
-# Study files may opt into Optuna's experimental features (multivariate TPE, GP, ...) on
-# purpose; repeating that warning on every worker and every trial is noise.
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+# name → module that defines it; imported on first use.
+_LAZY = {
+    "StudySpec": "hpo.config.spec",
+    "load_spec": "hpo.config.spec",
+    "parse_spec": "hpo.config.spec",
+    "mask": "hpo.coord.storage",
+    "open_storage": "hpo.coord.storage",
+    "resolve_url": "hpo.coord.storage",
+    "create": "hpo.coord.runner",
+    "run_study": "hpo.coord.runner",
+    "run_worker": "hpo.coord.worker",
+    "open_study": "hpo.coord.results",
+    "status": "hpo.coord.results",
+    "best": "hpo.coord.results",
+    "export_csv": "hpo.coord.results",
+    "TrainConfig": "hpo.train.trainer",
+    "train": "hpo.train.trainer",
+    "load_data": "hpo.train.data",
+    "analyze_study": "hpo.insight.analysis",
+    "write_report": "hpo.insight.report",
+    "run_comparison": "hpo.compare.run",
+}
+_RENAMED = {"load_data": "load", "write_report": "write"}
 
 __all__ = [
     "DataNotFoundError",
@@ -49,10 +64,18 @@ __all__ = [
     "SpecError",
     "StorageError",
     "StudyMismatchError",
-    "StudySpec",
-    "load_spec",
-    "mask",
-    "open_storage",
-    "parse_spec",
-    "resolve_url",
+    *_LAZY,
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), _RENAMED.get(name, name))
+        globals()[name] = value
+        return value
+    # Subpackages and modules (hpo.train, hpo.cli, ...) are found as attributes once imported.
+    raise AttributeError(f"module 'hpo' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

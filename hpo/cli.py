@@ -13,11 +13,11 @@ from typing import Any
 
 import click
 
-from hpo import logs
-from hpo.arms import DEFAULT_ARMS
+from hpo.compare.arms import DEFAULT_ARMS
+from hpo.config.spec import StudySpec, load_spec
+from hpo.coord import logs
+from hpo.coord.storage import mask, mask_text, resolve_url
 from hpo.errors import HpoError
-from hpo.spec import StudySpec, load_spec
-from hpo.storage import mask, mask_text, resolve_url
 
 
 class _Group(click.Group):
@@ -106,7 +106,8 @@ def run(
     Example:
         hpo run studies/quickstart.toml --workers 2
     """
-    from hpo.runner import run_study
+    from hpo.coord.runner import run_study
+    from hpo.insight.analysis import after_run
 
     spec, url = _spec_and_url(study_file, storage)
     click.echo(f"storage: {mask(url)}")
@@ -120,6 +121,7 @@ def run(
         threads=threads,
         heartbeat_seconds=heartbeat,
         echo=click.echo,
+        on_finish=lambda study: after_run(study, spec, click.echo),
     )
     _print_status(report.status, spec.metric)
     if report.stopped_by:
@@ -145,7 +147,7 @@ def create(
     Example:
         hpo create studies/grid_smoke.toml --storage postgresql+psycopg://postgres@db/hpo
     """
-    from hpo.runner import create as create_study
+    from hpo.coord.runner import create as create_study
 
     spec, url = _spec_and_url(study_file, storage)
     create_study(spec, url, n_trials, heartbeat)
@@ -167,8 +169,8 @@ def worker(study_file: str, storage: str | None, data_dir: str | None, threads: 
     Example:
         hpo worker studies/flagship.toml --storage postgresql+psycopg://hpo@db-host/hpo
     """
-    from hpo.progress import trial_line
-    from hpo.worker import run_worker
+    from hpo.coord.progress import trial_line
+    from hpo.coord.worker import run_worker
 
     spec, url = _spec_and_url(study_file, storage)
     click.echo(f"worker joining {spec.name} in {mask(url)}")
@@ -198,7 +200,7 @@ def status(study_file: str, storage: str | None, as_json: bool) -> None:
     Example:
         hpo status studies/quickstart.toml
     """
-    from hpo import results
+    from hpo.coord import results
 
     spec, url = _spec_and_url(study_file, storage)
     info = results.status(results.open_study(spec, url))
@@ -235,8 +237,8 @@ def best(
     Example:
         hpo best studies/quickstart.toml --json
     """
-    from hpo import results
-    from hpo.evaluation import evaluate_best, render
+    from hpo.coord import results
+    from hpo.insight.evaluation import evaluate_best, render
 
     spec, url = _spec_and_url(study_file, storage)
     study = results.open_study(spec, url)
@@ -270,7 +272,7 @@ def analyze(study_file: str, storage: str | None, data_dir: str | None, skip_eva
     Example:
         hpo analyze studies/quickstart.toml
     """
-    from hpo.analysis import analyze_study
+    from hpo.insight.analysis import analyze_study
 
     spec, url = _spec_and_url(study_file, storage)
     result = analyze_study(spec, url, data_dir=data_dir, evaluate=not skip_eval, echo=_err)
@@ -298,8 +300,8 @@ def report(
     Example:
         hpo report studies/quickstart.toml -o report.html
     """
-    from hpo.analysis import analyze_study
-    from hpo.report import write
+    from hpo.insight.analysis import analyze_study
+    from hpo.insight.report import write
 
     spec, url = _spec_and_url(study_file, storage)
     result = analyze_study(
@@ -335,7 +337,7 @@ def dashboard(study_file: str, storage: str | None, host: str, port: int) -> Non
     Example:
         hpo dashboard studies/quickstart.toml --port 8080
     """
-    from hpo.dashboard import serve
+    from hpo.insight.dashboard import serve
 
     spec, url = _spec_and_url(study_file, storage)
     serve(spec, url, host, port, echo=click.echo)
@@ -354,7 +356,7 @@ def export(study_file: str, storage: str | None, output: str) -> None:
     Example:
         hpo export studies/quickstart.toml -o trials.csv
     """
-    from hpo import results
+    from hpo.coord import results
 
     spec, url = _spec_and_url(study_file, storage)
     rows = results.export_csv(results.open_study(spec, url), output)
@@ -442,9 +444,9 @@ def compare(
             --repeats 3 --workers 2 -o compare-out
         hpo compare studies/compare_grid_vs_tpe.toml --replay --repeats 100 -o replay-out
     """
-    from hpo import compare_report as report
-    from hpo.arms import parse_arms, parse_budget
-    from hpo.compare import run_comparison
+    from hpo.compare import report
+    from hpo.compare.arms import parse_arms, parse_budget
+    from hpo.compare.run import run_comparison
 
     spec, url = _spec_and_url(study_file, storage)
     comparison = run_comparison(

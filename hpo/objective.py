@@ -1,7 +1,7 @@
 """The one place where training meets Optuna: suggest → build → train → report → prune.
 
 Every ``suggest_*`` call happens in :func:`suggest`, following the space's conditional
-structure; the trainer only sees a :class:`~hpo.trainer.TrainConfig` and a per-epoch callback.
+structure; the trainer only sees a :class:`~hpo.train.trainer.TrainConfig` and a per-epoch callback.
 """
 
 from __future__ import annotations
@@ -12,28 +12,14 @@ from typing import Any
 import optuna
 import torch
 
-from hpo.data import Dataset
-from hpo.space import Choice, FloatRange, IntRange, Param, resolve
-from hpo.spec import StudySpec, TrainSpec
-from hpo.trainer import EpochStats, TrainConfig, TrainResult, train
+from hpo.config.spec import StudySpec, TrainSpec
+from hpo.config.suggest import suggest
+from hpo.train.data import Dataset
+from hpo.train.trainer import EpochStats, TrainConfig, TrainResult, train
 
 
 class TrialDiverged(Exception):
     """Training produced a NaN or infinite loss; the trial fails with this reason."""
-
-
-def suggest(trial: optuna.Trial, space: Mapping[str, Param]) -> dict[str, Any]:
-    """Draw one point of ``space`` through ``trial`` (conditional parameters included)."""
-
-    def choose(name: str, param: Param) -> Any:
-        if isinstance(param, IntRange):
-            return trial.suggest_int(name, param.low, param.high, step=param.step, log=param.log)
-        if isinstance(param, FloatRange):
-            return trial.suggest_float(name, param.low, param.high, step=param.step, log=param.log)
-        assert isinstance(param, Choice)
-        return trial.suggest_categorical(name, list(param.choices))
-
-    return resolve(space, choose)
 
 
 def to_config(point: Mapping[str, Any], train_spec: TrainSpec) -> TrainConfig:

@@ -14,14 +14,27 @@ SHARED_DATA = REPO.parent / "shared" / "data" / "fashion-mnist"
 
 @pytest.fixture(scope="session")
 def fmnist_dir() -> Path:
-    """The real Fashion-MNIST (torchvision layout). In CI it must exist: fail, never skip."""
-    path = Path(os.environ.get("HPO_TEST_DATA", SHARED_DATA))
-    if not (path / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").is_file():
-        message = f"Fashion-MNIST not found at {path}; set HPO_TEST_DATA"
+    """The real Fashion-MNIST (torchvision layout), found where hpo finds it.
+
+    In order: ``$HPO_TEST_DATA``; the project's shared copy beside the checkout
+    (``../shared/data/fashion-mnist``); then hpo's own search (``$HPO_DATA_DIR`` or ``./data``,
+    Debian's ``/usr/share/datasets/fashion-mnist``, torchvision's download). In CI it must
+    exist: fail, never skip.
+    """
+    from hpo.errors import DataNotFoundError
+    from hpo.train.data import locate
+
+    raw = Path("FashionMNIST") / "raw" / "train-images-idx3-ubyte"
+    for candidate in (os.environ.get("HPO_TEST_DATA"), SHARED_DATA):
+        if candidate and (Path(candidate) / raw).is_file():
+            return Path(candidate)
+    try:
+        return locate(REPO / "data" if not os.environ.get("HPO_DATA_DIR") else None)
+    except DataNotFoundError as err:
+        message = f"Fashion-MNIST not found (set HPO_TEST_DATA): {err}"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +42,7 @@ def tiny_data():
     """600 separable 784-d points in 10 classes: enough for a trainer to learn in 3 epochs."""
     import torch
 
-    from hpo.data import Dataset, Split
+    from hpo.train.data import Dataset, Split
 
     g = torch.Generator().manual_seed(0)
     centers = torch.randn(10, 784, generator=g) * 0.5

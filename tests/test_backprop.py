@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hpo.backprop import Backprop, blocks
-from hpo.model import build_mlp, flatten_parameters
+from hpo.train.backprop import Backprop, blocks
+from hpo.train.model import build_mlp, flatten_parameters
 
 
 def autograd_loss(model: nn.Sequential, x: torch.Tensor, y: torch.Tensor, l1: float):

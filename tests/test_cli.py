@@ -70,7 +70,7 @@ def test_bad_study_file_fails_cleanly_and_writes_nothing(
 def test_missing_dataset_fails_cleanly_and_writes_nothing(tmp_path, monkeypatch, write_study):
     import torchvision
 
-    from hpo import data
+    from hpo.train import data
 
     monkeypatch.setattr(data, "DEBIAN_DIR", tmp_path / "no-debian")
     monkeypatch.setattr(

@@ -9,11 +9,11 @@ import optuna
 import pytest
 from click.testing import CliRunner
 
-from hpo import compare_report as report
-from hpo.arms import Arm, Budget, CompareError, arm_spec, parse_arms, parse_budget
 from hpo.cli import main
-from hpo.compare import run_comparison
-from hpo.spec import load_spec
+from hpo.compare import report
+from hpo.compare.arms import Arm, Budget, CompareError, arm_spec, parse_arms, parse_budget
+from hpo.compare.run import run_comparison
+from hpo.config.spec import load_spec
 from tests.conftest import small_study
 
 TINY = (

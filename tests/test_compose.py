@@ -13,7 +13,7 @@ import subprocess
 
 import yaml
 
-from hpo.spec import load_spec
+from hpo.config.spec import load_spec
 from tests.conftest import REPO
 
 

@@ -27,7 +27,7 @@ import pytest
 from click.testing import CliRunner
 
 from hpo.cli import main
-from hpo.questions import ALL
+from hpo.insight.questions import ALL
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -252,8 +252,8 @@ def public_tables(url: str) -> int:
 
 
 def test_dashboard_on_postgresql(pg_database, write_study, fmnist_dir):
-    from hpo.dashboard import bind
-    from hpo.spec import load_spec
+    from hpo.config.spec import load_spec
+    from hpo.insight.dashboard import bind
     from tests.conftest import small_study
 
     study = write_study(small_study(name="pg", n_trials=3))

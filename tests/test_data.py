@@ -6,9 +6,9 @@ import struct
 import pytest
 import torch
 
-from hpo import data
+from hpo.config.spec import DataSpec
 from hpo.errors import DataNotFoundError
-from hpo.spec import DataSpec
+from hpo.train import data
 
 
 def _idx_gz(path, array: torch.Tensor, magic: int) -> None:

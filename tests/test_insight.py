@@ -19,12 +19,12 @@ import torch
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from hpo import analysis, figures, findings, questions
-from hpo.bootstrap import diff_ci, mean_ci
-from hpo.evaluation import confusion_matrix, scores
-from hpo.importance import importances, impute_absent, trial_set
-from hpo.spec import parse_spec
-from hpo.table import complete, rows
+from hpo.config.spec import parse_spec
+from hpo.insight import analysis, figures, findings, questions
+from hpo.insight.bootstrap import diff_ci, mean_ci
+from hpo.insight.evaluation import confusion_matrix, scores
+from hpo.insight.importance import importances, impute_absent, trial_set
+from hpo.insight.rows import complete, rows
 
 UNITS = CategoricalDistribution((64, 128, 256))
 DISTS = {
@@ -181,7 +181,7 @@ def test_scores_from_a_confusion_matrix():
 
 def test_frontier_keeps_only_trials_no_cheaper_trial_beats():
     table = rows(synthetic(n=30))
-    front = figures.pareto(complete(table), "n_params")
+    front = questions.pareto(complete(table), "n_params")
     accs = [r.val_accuracy for r in front]
     assert accs == sorted(accs) and len(set(accs)) == len(accs)
     for r in complete(table):

@@ -4,10 +4,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from hpo.config.spec import parse_spec
+from hpo.coord.signals import Interrupted
+from hpo.coord.worker import run_trial
 from hpo.objective import make_objective
-from hpo.signals import Interrupted
-from hpo.spec import parse_spec
-from hpo.worker import run_trial
 
 
 def _spec(space: dict, pruner: dict | None = None, metric: str = "val_accuracy"):
@@ -22,7 +22,7 @@ def _spec(space: dict, pruner: dict | None = None, metric: str = "val_accuracy")
 
 
 def _study(spec):
-    from hpo.pruners import build_pruner
+    from hpo.config.pruners import build_pruner
 
     return optuna.create_study(direction=spec.direction, pruner=build_pruner(spec.pruner))
 

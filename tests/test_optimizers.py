@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hpo.optimizers import OPTIMIZERS, direct_step, make_optimizer
+from hpo.train.optimizers import OPTIMIZERS, direct_step, make_optimizer
 
 
 def _run(name: str, direct: bool, steps: int = 5, **kwargs: float) -> list[torch.Tensor]:

@@ -15,16 +15,16 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
-from hpo import retry
+from hpo.config.spec import parse_spec
+from hpo.coord import retry
+from hpo.coord.heartbeat import Heartbeat, beat, stale_trials
+from hpo.coord.lock import StudyLock
+from hpo.coord.logs import MaskPasswords
+from hpo.coord.recovery import ATTEMPT_ATTR, FAILURE_ATTR, RETRIED_ATTR, RETRY_OF_ATTR
+from hpo.coord.storage import mask_text, open_storage
+from hpo.coord.study import DONE, WAIT, claim, create_or_load, give_back, read_budget, tally
+from hpo.coord.worker import run_trial
 from hpo.errors import HpoError
-from hpo.heartbeat import Heartbeat, beat, stale_trials
-from hpo.lock import StudyLock
-from hpo.logs import MaskPasswords
-from hpo.recovery import ATTEMPT_ATTR, FAILURE_ATTR, RETRIED_ATTR, RETRY_OF_ATTR
-from hpo.spec import parse_spec
-from hpo.storage import mask_text, open_storage
-from hpo.study import DONE, WAIT, claim, create_or_load, give_back, read_budget, tally
-from hpo.worker import run_trial
 
 BEAT = 0.25  # seconds; the grace period is 4 beats
 GRACE = 4 * BEAT

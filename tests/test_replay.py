@@ -8,13 +8,13 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hpo.lock import StudyLock
-from hpo.objective import suggest
-from hpo.replay import ReplayError, point_key, replay_study, table_from_study, trace_of
-from hpo.runner import create
-from hpo.spec import load_spec
-from hpo.storage import open_storage
-from hpo.study import claim
+from hpo.compare.replay import ReplayError, point_key, replay_study, table_from_study, trace_of
+from hpo.config.spec import load_spec
+from hpo.config.suggest import suggest
+from hpo.coord.lock import StudyLock
+from hpo.coord.runner import create
+from hpo.coord.storage import open_storage
+from hpo.coord.study import claim
 
 STUDY = """
 [study]

@@ -2,11 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from hpo import space as space_module
-from hpo.errors import SpecError
-from hpo.model import ACTIVATIONS
-from hpo.optimizers import OPTIMIZERS
-from hpo.space import (
+from hpo.config import space as space_module
+from hpo.config.space import (
     Choice,
     FloatRange,
     IntRange,
@@ -15,6 +12,9 @@ from hpo.space import (
     resolve,
     values_of,
 )
+from hpo.errors import SpecError
+from hpo.train.model import ACTIVATIONS
+from hpo.train.optimizers import OPTIMIZERS
 
 
 def test_space_names_match_the_registries():

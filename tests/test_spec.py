@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from hpo.config.space import Choice, Fixed, FloatRange, IntRange
+from hpo.config.spec import load_spec, parse_spec
 from hpo.errors import SpecError
-from hpo.space import Choice, Fixed, FloatRange, IntRange
-from hpo.spec import load_spec, parse_spec
 
 REPO = Path(__file__).resolve().parents[1]
 

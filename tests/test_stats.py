@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from hpo import stats
-from hpo.trace import Trace, TrialRecord
+from hpo.compare import stats
+from hpo.compare.trace import Trace, TrialRecord
 
 
 def test_best_so_far_skips_missing_results_in_both_directions():

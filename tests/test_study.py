@@ -3,11 +3,11 @@ from __future__ import annotations
 import optuna
 import pytest
 
+from hpo.config.spec import parse_spec
+from hpo.coord.lock import StudyLock
+from hpo.coord.storage import mask, open_storage, resolve_url
+from hpo.coord.study import DONE, WAIT, claim, create_or_load, join, read_budget, tally
 from hpo.errors import SpecError, StorageError, StudyMismatchError
-from hpo.lock import StudyLock
-from hpo.spec import parse_spec
-from hpo.storage import mask, open_storage, resolve_url
-from hpo.study import DONE, WAIT, claim, create_or_load, join, read_budget, tally
 
 
 def _spec(name="s", sampler="random", n_trials=3, lr=(0.1, 0.01)):
@@ -132,7 +132,7 @@ def test_timeout_budget_stops_claims(tmp_path):
 
 
 def test_seeded_sampler_differs_per_trial_but_is_reproducible():
-    from hpo.samplers import build_sampler
+    from hpo.config.samplers import build_sampler
 
     def draw(trial_number):
         study = optuna.create_study(sampler=build_sampler("random", {}, 7, trial_number))

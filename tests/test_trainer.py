@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 
-from hpo.trainer import TrainConfig, TrainResult, evaluate, native_bf16, train
+from hpo.train.trainer import TrainConfig, TrainResult, evaluate, native_bf16, train
 
 
 def test_trainer_learns_tiny_data(tiny_data):
@@ -77,7 +77,7 @@ def test_l1_penalty_changes_the_loss(tiny_data):
 
 
 def test_evaluate_restores_training_mode(tiny_data):
-    from hpo.model import build_mlp
+    from hpo.train.model import build_mlp
 
     model = build_mlp((8,), dropout=0.5)
     model.train()
@@ -90,8 +90,8 @@ def _autograd_run(config: TrainConfig, data) -> list[float]:
     import torch
     import torch.nn.functional as F
 
-    from hpo.model import build_mlp
-    from hpo.optimizers import make_optimizer
+    from hpo.train.model import build_mlp
+    from hpo.train.optimizers import make_optimizer
 
     torch.manual_seed(config.seed)
     model = build_mlp(config.hidden, config.activation, config.dropout, config.init)
@@ -199,8 +199,8 @@ def test_cuda_run_matches_cpu_without_syncing_per_step(tiny_data):
 def test_cuda_graph_replays_the_eager_epochs(tiny_data, monkeypatch, optimizer):
     import torch
 
-    from hpo import trainer as trainer_module
-    from hpo.graphs import EpochGraph
+    from hpo.train import trainer as trainer_module
+    from hpo.train.graphs import EpochGraph
 
     graphs = []
 
@@ -232,7 +232,7 @@ def test_cuda_graph_replays_the_eager_epochs(tiny_data, monkeypatch, optimizer):
 def test_cuda_graph_draws_fresh_dropout_masks_each_replay(tiny_data):
     import torch
 
-    from hpo.data import Dataset, Split
+    from hpo.train.data import Dataset, Split
 
     config = TrainConfig(hidden=(32,), epochs=3, batch_size=32, dropout=0.3, cuda_graph=True)
     assert train(config, tiny_data.to("cuda")).epochs[-1].val_accuracy > 0.8  # it learns

@@ -22,11 +22,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hpo.recovery import FAILURE_ATTR, RETRIED_ATTR, RETRY_OF_ATTR, point_of
-from hpo.spec import parse_spec
-from hpo.storage import open_storage
-from hpo.study import create_or_load, tally
-from hpo.worker import work
+from hpo.config.spec import parse_spec
+from hpo.coord.recovery import FAILURE_ATTR, RETRIED_ATTR, RETRY_OF_ATTR, point_of
+from hpo.coord.storage import open_storage
+from hpo.coord.study import create_or_load, tally
+from hpo.coord.worker import work
 from tests.conftest import REPO, pg_admin, small_study
 
 pytestmark = pytest.mark.slow

@@ -1,0 +1,297 @@
+"""Study files: TOML in, a frozen, validated :class:`StudySpec` out.
+
+Everything is checked here, before anything touches storage: unknown keys, wrong types, empty
+or inverted ranges, log ranges through 0, unknown sampler/pruner/optimizer names, options the
+sampler or pruner rejects, a grid over a continuous range, and depth/width combinations that do
+not fit. Each problem is one :class:`~hpo.errors.SpecError` naming the key and the value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from hpo.config.pruners import PrunerSpec, build_pruner
+from hpo.config.samplers import FINITE_SAMPLERS, build_sampler
+from hpo.config.space import Fixed, Param, grid_points, parse_space, searched
+from hpo.errors import SpecError
+
+METRICS = {"val_loss": "minimize", "val_accuracy": "maximize"}
+FULL_TRAIN = 60_000
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    name: str = "tpe"
+    seed: int | None = 0
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BudgetSpec:
+    """The study's budget: finished trials and/or wall time, shared by all workers."""
+
+    n_trials: int | None = None
+    timeout_seconds: float | None = None
+    max_retries: int = 2
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    validation_size: int = 10_000
+    train_size: int | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    seed: int = 0
+    device: str = "cpu"
+    eval_batch_size: int = 10_000
+    early_stopping_patience: int | None = None
+    early_stopping_min_delta: float = 0.0
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A validated study file. ``source`` is the file it came from, if any."""
+
+    name: str
+    metric: str
+    direction: str
+    storage: str | None
+    budget: BudgetSpec
+    sampler: SamplerSpec
+    pruner: PrunerSpec
+    data: DataSpec
+    train: TrainSpec
+    space: dict[str, Param]
+    source: str | None = None
+
+    def resolved(self) -> dict[str, Any]:
+        """The study as plain JSON-able data, every default filled in."""
+        out = asdict(self)
+        out.pop("source")
+        out["space"] = {name: _param_dict(p) for name, p in self.space.items()}
+        return out
+
+    def fingerprint(self) -> str:
+        """Hash of what decides the trials: everything but the storage and the budget."""
+        data = self.resolved()
+        for key in ("storage", "budget"):
+            data.pop(key)
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def is_grid(self) -> bool:
+        return self.sampler.name == "grid"
+
+    def grid(self) -> list[dict[str, Any]]:
+        """The grid points (searched values only), each once."""
+        return grid_points(self.space)
+
+
+def _param_dict(param: Param) -> dict[str, Any]:
+    data = asdict(param)
+    if "choices" in data:
+        data["choices"] = list(data["choices"])
+    return {"type": type(param).__name__, **data}
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read and validate a study file.
+
+    Raises:
+        SpecError: the file is missing, is not TOML, or fails validation; the message starts
+            with the file's path and names the key.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise SpecError(f"cannot read the study file: {err.strerror}", str(path)) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise SpecError(f"not valid TOML: {err}", str(path)) from None
+    try:
+        return parse_spec(raw, source=str(path))
+    except SpecError as err:
+        raise SpecError(str(err), str(path)) from None
+
+
+def parse_spec(raw: dict[str, Any], source: str | None = None) -> StudySpec:
+    """Validate a study given as a dict (the parsed TOML)."""
+    _only(raw, "", {"study", "budget", "sampler", "pruner", "data", "train", "space"})
+    study = _table(raw, "study", required=True)
+    _only(study, "study", {"name", "metric", "direction", "storage"})
+    name = _get(study, "study.name", str, required=True)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", name):
+        raise SpecError(
+            f"study.name must be letters, digits, '_', '.' or '-' (it names files), got {name!r}"
+        )
+    metric = _get(study, "study.metric", str, "val_loss")
+    if metric not in METRICS:
+        raise SpecError(f"study.metric must be one of {list(METRICS)}, got {metric!r}")
+    direction = _get(study, "study.direction", str, METRICS[metric])
+    if direction != METRICS[metric]:
+        raise SpecError(
+            f"study.direction {direction!r} does not fit study.metric {metric!r}, which must "
+            f"be {METRICS[metric]}d; remove study.direction"
+        )
+    storage = _get(study, "study.storage", str, None)
+
+    budget = _budget(_table(raw, "budget"))
+    sampler = _sampler(_table(raw, "sampler"))
+    pruner = _pruner(_table(raw, "pruner"), "pruner")
+    data = _data(_table(raw, "data"))
+    train = _train(_table(raw, "train"))
+    space_raw = _table(raw, "space")
+    space = parse_space(space_raw)
+
+    spec = StudySpec(
+        name, metric, direction, storage, budget, sampler, pruner, data, train, space, source
+    )
+    build_sampler(sampler.name, sampler.options, sampler.seed)
+    build_pruner(pruner)
+    if sampler.name in FINITE_SAMPLERS:
+        try:
+            points = grid_points(space)
+        except SpecError as err:
+            raise SpecError(f"sampler {sampler.name!r}: {err}") from None
+        if not searched(space):
+            raise SpecError(f"sampler {sampler.name!r} needs at least one searched parameter")
+        if budget.n_trials is not None and budget.n_trials > len(points):
+            raise SpecError(
+                f"budget.n_trials={budget.n_trials} exceeds the grid's {len(points)} points; "
+                "remove budget.n_trials to run the whole grid"
+            )
+    elif budget.n_trials is None and budget.timeout_seconds is None:
+        raise SpecError("budget needs n_trials, timeout_minutes, or both")
+    return spec
+
+
+def _budget(raw: dict[str, Any]) -> BudgetSpec:
+    _only(raw, "budget", {"n_trials", "timeout_minutes", "max_retries"})
+    n_trials = _get(raw, "budget.n_trials", int, None, low=1)
+    minutes = _get(raw, "budget.timeout_minutes", float, None, low=0, strict_low=True)
+    retries = _get(raw, "budget.max_retries", int, 2, low=0)
+    return BudgetSpec(n_trials, minutes * 60 if minutes is not None else None, retries)
+
+
+def _sampler(raw: dict[str, Any]) -> SamplerSpec:
+    _only(raw, "sampler", {"name", "seed", "options"})
+    return SamplerSpec(
+        name=_get(raw, "sampler.name", str, "tpe"),
+        seed=_get(raw, "sampler.seed", int, 0, low=0),
+        options=_table(raw, "options", prefix="sampler"),
+    )
+
+
+def _pruner(raw: dict[str, Any], key: str) -> PrunerSpec:
+    _only(raw, key, {"name", "options", "wrapped"})
+    wrapped = _table(raw, "wrapped", prefix=key) if "wrapped" in raw else None
+    return PrunerSpec(
+        name=_get(raw, f"{key}.name", str, "median"),
+        options=_table(raw, "options", prefix=key),
+        wrapped=_pruner(wrapped, f"{key}.wrapped") if wrapped is not None else None,
+    )
+
+
+def _data(raw: dict[str, Any]) -> DataSpec:
+    _only(raw, "data", {"validation_size", "train_size", "seed"})
+    val = _get(raw, "data.validation_size", int, 10_000, low=1, high=FULL_TRAIN - 1)
+    train = _get(raw, "data.train_size", int, None, low=1, high=FULL_TRAIN - val)
+    return DataSpec(val, train, _get(raw, "data.seed", int, 0, low=0))
+
+
+def _train(raw: dict[str, Any]) -> TrainSpec:
+    _only(raw, "train", {"seed", "device", "eval_batch_size", "early_stopping"})
+    device = _get(raw, "train.device", str, "cpu")
+    if not re.fullmatch(r"cpu|auto|cuda(:\d+)?|mps", device):
+        raise SpecError(f"train.device must be cpu, cuda, cuda:N, mps or auto, got {device!r}")
+    early = _table(raw, "early_stopping", prefix="train")
+    _only(early, "train.early_stopping", {"patience", "min_delta"})
+    if early and "patience" not in early:
+        raise SpecError("train.early_stopping needs 'patience' (epochs without improvement)")
+    return TrainSpec(
+        seed=_get(raw, "train.seed", int, 0, low=0),
+        device=device,
+        eval_batch_size=_get(raw, "train.eval_batch_size", int, 10_000, low=1),
+        early_stopping_patience=_get(early, "train.early_stopping.patience", int, None, low=1),
+        early_stopping_min_delta=_get(early, "train.early_stopping.min_delta", float, 0.0, low=0),
+    )
+
+
+def _only(raw: dict[str, Any], where: str, allowed: set[str]) -> None:
+    for key in raw:
+        if key not in allowed:
+            full = f"{where}.{key}" if where else key
+            raise SpecError(f"unknown key '{full}'; allowed here: {', '.join(sorted(allowed))}")
+
+
+def _table(
+    raw: dict[str, Any], key: str, required: bool = False, prefix: str = ""
+) -> dict[str, Any]:
+    full = f"{prefix}.{key}" if prefix else key
+    if key not in raw:
+        if required:
+            raise SpecError(f"missing table [{full}]")
+        return {}
+    value = raw[key]
+    if not isinstance(value, dict):
+        raise SpecError(f"'{full}' must be a table, got {value!r}")
+    return dict(value)
+
+
+_MISSING = object()
+
+
+def _get(
+    raw: dict[str, Any],
+    key: str,
+    kind: type,
+    default: Any = _MISSING,
+    *,
+    required: bool = False,
+    low: float | None = None,
+    high: float | None = None,
+    strict_low: bool = False,
+) -> Any:
+    name = key.rsplit(".", 1)[-1]
+    if name not in raw:
+        if required or default is _MISSING:
+            raise SpecError(f"missing key '{key}'")
+        return default
+    value = raw[name]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise SpecError(
+            f"'{key}' must be {'a' if kind is not int else 'an'} {kind.__name__}, got {value!r}"
+        )
+    if low is not None and (value < low or (strict_low and value == low)):
+        raise SpecError(f"'{key}' must be {'>' if strict_low else '>='} {low}, got {value!r}")
+    if high is not None and value > high:
+        raise SpecError(f"'{key}' must be <= {high}, got {value!r}")
+    return value
+
+
+__all__ = [
+    "BudgetSpec",
+    "DataSpec",
+    "Fixed",
+    "PrunerSpec",
+    "SamplerSpec",
+    "StudySpec",
+    "TrainSpec",
+    "load_spec",
+    "parse_spec",
+]

@@ -1,0 +1,196 @@
+"""Where studies live: resolving the storage URL and opening it.
+
+Precedence for the URL: ``--storage`` > ``$HPO_STORAGE`` > the study file's ``study.storage`` >
+``sqlite:///storage/<name>.db``. Passwords in URLs are never printed: use :func:`mask`.
+Storage operations survive a database restart (:mod:`hpo.coord.retry`); the study-wide lock that
+workers claim trials under is :mod:`hpo.coord.lock`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+import sqlite3
+from pathlib import Path
+
+import optuna
+import sqlalchemy
+from sqlalchemy.engine import make_url
+
+from hpo.coord.retry import RetryingStorage, reason
+from hpo.errors import StorageError
+
+STORAGE_ENV = "HPO_STORAGE"
+CONNECT_TIMEOUT = 10  # seconds; an unreachable host fails fast instead of after TCP's minutes
+POOL_TIMEOUT = 30  # seconds a thread waits for the worker's one connection
+SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg", "mysql", "mysql+pymysql")
+
+
+def resolve_url(study_name: str, file_url: str | None = None, cli_url: str | None = None) -> str:
+    """Pick the storage URL by precedence and normalise it.
+
+    Raises:
+        StorageError: the URL is malformed or names an unsupported database.
+    """
+    url = cli_url or os.environ.get(STORAGE_ENV) or file_url or f"sqlite:///storage/{study_name}.db"
+    if "://" not in url:
+        raise StorageError(
+            f"storage {url!r} is not a URL; for a SQLite file write 'sqlite:///{url}', "
+            "for PostgreSQL 'postgresql+psycopg://user:password@host:5432/dbname'"
+        )
+    try:
+        parsed = make_url(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError):  # ValueError: a port that is no number
+        raise StorageError(f"storage URL {mask(url)!r} is malformed") from None
+    if parsed.drivername not in SCHEMES:
+        raise StorageError(
+            f"storage URL scheme {parsed.drivername!r} is not supported; use sqlite:///path.db "
+            "or postgresql+psycopg://user@host/db"
+        )
+    if parsed.drivername == "postgresql":  # psycopg 3 is what hpo installs; psycopg2 is not
+        url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    if parsed.drivername == "sqlite" and not parsed.database:
+        raise StorageError("a SQLite storage URL needs a file: sqlite:///path/to/study.db")
+    return url
+
+
+def mask(url: str) -> str:
+    """The URL with any password replaced by ``***``."""
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return mask_text(url)
+    if parsed.password is None:
+        return url
+    return parsed.render_as_string(hide_password=True)
+
+
+_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^\s/]*@", re.IGNORECASE)
+
+
+def mask_text(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@`` in it replaced."""
+    return _PASSWORD.sub(r"\g<head>***@", text)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL, else None."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def open_storage(url: str, create: bool = True, role: str = "hpo") -> RetryingStorage:
+    """Open (and, if ``create``, initialise) the storage at ``url``.
+
+    Read-only callers pass ``create=False``: a missing SQLite file is an error, not a new file,
+    and no tables are created. Operations on the returned storage wait out a database restart
+    (see :mod:`hpo.coord.retry`); opening it does not: an unreachable database fails at once.
+
+    On PostgreSQL the storage holds **one** connection (``pool_size=1, max_overflow=0``), which
+    its heartbeat thread and the :class:`~hpo.coord.lock.StudyLock` share, so a worker costs the
+    server one connection and 64 workers fit in the default ``max_connections`` of 100.
+    ``role`` names the process in ``pg_stat_activity`` (``application_name``).
+
+    Raises:
+        StorageError: the database is missing or unreachable; the message masks passwords.
+    """
+    path = sqlite_path(url)
+    engine_kwargs: dict = {}
+    if path is not None:
+        if not path.exists():
+            if not create:
+                raise StorageError(
+                    f"no study database at {path}; run 'hpo run STUDY_FILE' first or pass --storage"
+                )
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise StorageError(f"cannot create {path.parent}: {err.strerror}") from None
+        _enable_wal(path)
+        # Several local workers write to one file: wait for the lock instead of failing.
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    elif make_url(url).get_backend_name() == "postgresql":
+        engine_kwargs.update(
+            pool_size=1,
+            max_overflow=0,
+            # No pool_pre_ping: it costs a round trip per operation (about 20 per trial), and a
+            # connection that died with a server restart fails its first statement, which
+            # invalidates it; the retry (hpo.coord.retry) then runs on a fresh one.
+            pool_timeout=POOL_TIMEOUT,
+            connect_args={
+                "connect_timeout": CONNECT_TIMEOUT,
+                "application_name": f"{role} {socket.gethostname()}:{os.getpid()}"[:63],
+            },
+        )
+    else:
+        engine_kwargs.update(pool_size=2, max_overflow=0, pool_pre_ping=True)
+    try:
+        if engine_kwargs.get("pool_size") == 1:
+            return _open_single(url, engine_kwargs, create)
+        storage = RetryingStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=not create)
+        if path is not None:
+            _no_fsync_per_commit(storage.engine)
+        return storage
+    except (
+        sqlalchemy.exc.SQLAlchemyError,
+        optuna.exceptions.StorageInternalError,
+        sqlite3.Error,
+        OSError,
+    ) as err:
+        raise StorageError(f"cannot open storage {mask(url)}: {reason(err)}") from None
+    except RuntimeError as err:  # optuna's schema-version check
+        raise StorageError(f"storage {mask(url)} is not usable: {reason(err)}") from None
+
+
+def _open_single(url: str, engine_kwargs: dict, create: bool) -> RetryingStorage:
+    """A storage whose pool holds one connection.
+
+    Optuna's set-up (stamping new tables, checking the schema version) holds two connections
+    at once, which that pool cannot give: new tables are stamped by a throwaway storage, and
+    the version is checked here, one connection at a time.
+    """
+    if create:
+        unpooled = {
+            k: v for k, v in engine_kwargs.items() if k not in ("pool_size", "max_overflow")
+        }
+        optuna.storages.RDBStorage(url, engine_kwargs=unpooled).engine.dispose()
+    storage = RetryingStorage(
+        url, engine_kwargs, skip_compatibility_check=True, skip_table_creation=True
+    )
+    current, head = storage.get_current_version(), storage.get_head_version()
+    if current != head:
+        storage.engine.dispose()
+        raise StorageError(
+            f"storage {mask(url)} has Optuna schema {current}, this Optuna needs {head}; "
+            "upgrade it with 'optuna storage upgrade --storage URL'"
+        )
+    return storage
+
+
+def _no_fsync_per_commit(engine: sqlalchemy.Engine) -> None:
+    """SQLite in WAL mode with ``synchronous=NORMAL``: commits no longer wait for an fsync.
+
+    A trial makes some 25 commits, each an fsync of about 6 ms on this project's machine, and
+    all of them under SQLite's single write lock, so local workers queued behind each other's
+    fsyncs. In WAL mode a killed process still loses nothing; a power cut may lose the last
+    commits (the file stays consistent, and a lost result is a trial to run again).
+    """
+
+    def pragma(dbapi_connection: sqlite3.Connection, _record: object) -> None:
+        dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+
+    sqlalchemy.event.listen(engine, "connect", pragma)
+    engine.dispose()  # the connections opened while creating the tables lack it
+
+
+def _enable_wal(path: Path) -> None:
+    """WAL lets readers (status, dashboard) run while workers write; it persists in the file."""
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=60)) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.Error as err:
+        raise StorageError(f"cannot open SQLite database {path}: {err}") from None

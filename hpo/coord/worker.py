@@ -1,0 +1,230 @@
+"""A worker: join a study, load the data once, and run trials until the study's budget is spent.
+
+Run as many as you like, in processes on one host (``hpo run --workers N``) or on many hosts
+against one PostgreSQL (``hpo worker``); the budget and the grid are shared through the study.
+
+While a trial runs, a :class:`~hpo.coord.heartbeat.Heartbeat` thread tells the study the worker is
+alive; a worker that dies has its trial retried by another (:mod:`hpo.coord.recovery`). SIGINT or
+SIGTERM interrupts the trial at once, gives it back to the study and ends the worker with
+exit code 0 (:mod:`hpo.coord.signals`). When the budget is taken by trials still running elsewhere,
+the worker waits, beat by beat, in case one of them dies and its point comes back.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo.config.spec import StudySpec
+from hpo.coord.heartbeat import Heartbeat
+from hpo.coord.lock import StudyLock
+from hpo.coord.recovery import FAILURE_ATTR
+from hpo.coord.signals import Interrupted, Shutdown
+from hpo.coord.storage import open_storage
+from hpo.coord.study import DONE, WAIT, claim, give_back, join, read_budget
+from hpo.objective import TrialDiverged, make_objective
+from hpo.train import data as data_module
+from hpo.train.device import default_threads, resolve_device
+
+log = logging.getLogger("hpo.worker")
+WAIT_SECONDS = 1.0  # how often a worker with nothing to claim looks again (at most)
+Objective = Callable[[optuna.Trial], float]
+
+
+@dataclass
+class WorkerSummary:
+    """What one worker did: trials it finished by state, trials it gave back, and why it
+    stopped early (the signal's name), if it did."""
+
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    given_back: int = 0
+    stopped_by: str | None = None
+
+    def add(self, trial: FrozenTrial) -> None:
+        if trial.state == TrialState.COMPLETE:
+            self.complete += 1
+        elif trial.state == TrialState.PRUNED:
+            self.pruned += 1
+        else:
+            self.failed += 1
+
+    @property
+    def total(self) -> int:
+        return self.complete + self.pruned + self.failed
+
+
+def run_worker(
+    spec: StudySpec,
+    url: str,
+    *,
+    data_dir: str | Path | None = None,
+    threads: int | None = None,
+    on_trial: Callable[[FrozenTrial], None] | None = None,
+    shutdown: Shutdown | None = None,
+) -> WorkerSummary:
+    """Join the study at ``url`` and run trials until its budget is spent or a stop is asked.
+
+    Args:
+        spec: the validated study file; must match the one the study was created from.
+        url: storage URL (already resolved).
+        data_dir: where Fashion-MNIST is, or None for the default search.
+        threads: torch threads for this worker; default: all cores.
+        on_trial: called with each finished trial (for progress display).
+        shutdown: stop control; by default SIGINT/SIGTERM are handled (in the main thread).
+
+    Returns:
+        How many trials this worker completed, pruned, failed and gave back.
+    """
+    import torch
+
+    shutdown = shutdown or Shutdown()
+    with shutdown.handling():
+        torch.set_num_threads(threads or default_threads())
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        data_module.locate(data_dir)  # fail on missing data before touching storage
+        storage = open_storage(url, create=False, role="hpo worker")
+        study = join(spec, storage, url)
+        device = resolve_device(spec.train.device)
+        dataset = data_module.load(spec.data, data_dir).to(device)
+        objective = make_objective(spec, dataset, device)
+        return work(study, spec, storage, objective, on_trial=on_trial, shutdown=shutdown)
+
+
+def work(
+    study: optuna.Study,
+    spec: StudySpec,
+    storage: optuna.storages.RDBStorage,
+    objective: Objective,
+    *,
+    on_trial: Callable[[FrozenTrial], None] | None = None,
+    shutdown: Shutdown | None = None,
+) -> WorkerSummary:
+    """The worker's loop over any objective: claim, run with heartbeats, tell, repeat.
+
+    Stops when the study's budget is spent and nothing runs elsewhere, or when ``shutdown`` is
+    requested (the running trial is then given back to the study).
+    """
+    shutdown = shutdown or Shutdown()
+    lock = StudyLock(storage, spec.name)
+    interval = read_budget(study).heartbeat_seconds
+    summary = WorkerSummary()
+    reaped_at = -math.inf
+    while not shutdown.requested:
+        reap = time.monotonic() - reaped_at >= interval  # stale trials: once a beat is enough
+        reaped_at = time.monotonic() if reap else reaped_at
+        claimed = claim(study, spec, storage, lock, reap=reap)
+        if claimed is DONE:
+            break
+        if claimed is WAIT:
+            shutdown.wait(min(interval, WAIT_SECONDS))
+            continue
+        assert isinstance(claimed, optuna.Trial)
+        frozen = _run_claimed(study, storage, lock, claimed, objective, shutdown, interval)
+        if frozen is None:
+            summary.given_back += 1
+            continue
+        summary.add(frozen)
+        if on_trial is not None:
+            on_trial(frozen)
+    summary.stopped_by = shutdown.signal_name
+    return summary
+
+
+def _run_claimed(
+    study: optuna.Study,
+    storage: optuna.storages.RDBStorage,
+    lock: StudyLock,
+    trial: optuna.Trial,
+    objective: Objective,
+    shutdown: Shutdown,
+    interval: float,
+) -> FrozenTrial | None:
+    """Run a claimed trial with heartbeats; None if a stop interrupted it and it was given back."""
+    log.info("trial #%d started", trial.number)
+
+    def interruptible(t: optuna.Trial) -> float:
+        with shutdown.interruptible():  # the objective only: never the study's bookkeeping
+            return objective(t)
+
+    with Heartbeat(storage, trial._trial_id, interval):
+        try:
+            return run_trial(study, trial, interruptible)
+        except Interrupted as stop:
+            reason = f"interrupted by {stop.signal_name}"
+            if give_back(study, storage, lock, trial._trial_id, reason):
+                log.info("trial #%d %s; given back to the study", trial.number, reason)
+            return None
+
+
+def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) -> FrozenTrial:
+    """Run one claimed trial and tell the study how it ended; never raises for a bad trial.
+
+    Pruned → PRUNED; NaN/inf loss → FAIL with the reason; any other exception → FAIL with the
+    exception recorded (and logged), so the study goes on. A stop (:class:`Interrupted`,
+    ``KeyboardInterrupt``) propagates and leaves the trial RUNNING: the caller gives it back,
+    or, if the process is gone, another worker retries it once its heartbeat is stale.
+    """
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    try:
+        value = objective(trial)
+    except optuna.TrialPruned:
+        return _tell(study, trial, TrialState.PRUNED)
+    except TrialDiverged as err:
+        return _fail(study, trial, str(err))
+    except optuna.exceptions.UpdateFinishedTrialError:  # its report or attributes were refused
+        return _taken_over(study, trial, TrialState.RUNNING)
+    except Exception as err:
+        log.error("trial %d failed:\n%s", trial.number, traceback.format_exc())
+        return _fail(study, trial, f"{type(err).__name__}: {err}"[:500])
+    return _tell(study, trial, TrialState.COMPLETE, value)
+
+
+def _fail(study: optuna.Study, trial: optuna.Trial, reason: str) -> FrozenTrial:
+    try:
+        trial.set_user_attr(FAILURE_ATTR, reason)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return _taken_over(study, trial, TrialState.FAIL)
+    return _tell(study, trial, TrialState.FAIL)
+
+
+def _tell(
+    study: optuna.Study, trial: optuna.Trial, state: TrialState, value: float | None = None
+) -> FrozenTrial:
+    """``study.tell``, tolerating that the trial finished meanwhile (see :func:`_taken_over`)."""
+    try:
+        return study.tell(trial, value, state=state)
+    except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as err:
+        frozen = _taken_over(study, trial, state)
+        if frozen.state == TrialState.RUNNING:  # not a race: the value itself was refused
+            trial.set_user_attr(FAILURE_ATTR, f"result refused: {err}"[:500])
+            return study.tell(trial, state=TrialState.FAIL)
+        return frozen
+
+
+def _taken_over(study: optuna.Study, trial: optuna.Trial, state: TrialState) -> FrozenTrial:
+    """The trial as stored, when writing to it as ``state`` was refused because it finished.
+
+    It has finished if our own write landed just before a lost connection (the retry then
+    finds it done: fine), or if another worker took this one for dead and failed it: then our
+    result is dropped, and its point was queued again.
+    """
+    frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+    if frozen.state not in (state, TrialState.RUNNING):
+        log.warning(
+            "trial #%d was failed by another worker (%s); this worker's result is dropped",
+            trial.number,
+            frozen.user_attrs.get(FAILURE_ATTR, "no heartbeat"),
+        )
+    return frozen

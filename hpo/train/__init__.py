@@ -1,0 +1,11 @@
+"""Training: Fashion-MNIST as tensors in memory, the MLP, and its training loop.
+
+This package knows nothing of Optuna, storage or study files: the trainer takes a
+:class:`~hpo.train.trainer.TrainConfig` and a per-epoch callback, and returns curves and test
+metrics. It imports only torch (and :mod:`hpo.errors`); a test holds it to that.
+
+- ``data``: find, load and split Fashion-MNIST; ``device``: where to train, how many threads
+- ``model``: the MLP; ``optimizers``: name → optimizer factory
+- ``trainer``: the loop; ``backprop``: its fast path (the MLP's step written out by hand);
+  ``graphs``: an epoch recorded as a CUDA graph (opt-in)
+"""
