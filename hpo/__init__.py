@@ -22,7 +22,7 @@ The API a script uses is exported here and imported lazily, so ``import hpo`` is
     report = hpo.run_study(spec, url, workers=2)      # create or resume, run to the budget
     hpo.run_worker(spec, url)                         # join a study created elsewhere
     hpo.analyze_study(spec, url)                      # figures and the study note
-    result = hpo.train(hpo.TrainConfig(...), hpo.load_data(spec.data))  # one config, no Optuna
+    result = hpo.train_config(hpo.TrainConfig(...), hpo.load_data(spec.data))  # no Optuna
 """
 
 from __future__ import annotations
@@ -50,13 +50,14 @@ _LAZY = {
     "best": "hpo.coord.results",
     "export_csv": "hpo.coord.results",
     "TrainConfig": "hpo.train.trainer",
-    "train": "hpo.train.trainer",
+    "train_config": "hpo.train.trainer",
     "load_data": "hpo.train.data",
     "analyze_study": "hpo.insight.analysis",
     "write_report": "hpo.insight.report",
     "run_comparison": "hpo.compare.run",
 }
-_RENAMED = {"load_data": "load", "write_report": "write"}
+# Where the API name differs from the module's (``hpo.train`` is the training package).
+_RENAMED = {"load_data": "load", "train_config": "train", "write_report": "write"}
 
 __all__ = [
     "DataNotFoundError",

@@ -117,8 +117,13 @@ def test_import_hpo_is_cheap_and_the_api_is_lazy():
     assert "optuna" in loaded and "torch" not in loaded
 
 
-def test_the_public_api_resolves():
-    import hpo
-
-    for name in hpo.__all__:
-        assert getattr(hpo, name) is not None, name
+def test_the_public_api_resolves_without_shadowing_the_subpackages():
+    code = (
+        "import hpo, hpo.train, hpo.compare, hpo.config, hpo.coord, hpo.insight\n"
+        "for name in hpo.__all__:\n"
+        "    value = getattr(hpo, name)\n"
+        "    assert value is not None and type(value).__name__ != 'module', name\n"
+        "assert type(hpo.train).__name__ == 'module' and callable(hpo.train_config)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr
