@@ -135,6 +135,7 @@ def test_worker_refuses_a_changed_study_file(tmp_path, write_study, fmnist_dir):
     assert "created from a different study file" in result.output
 
 
+@pytest.mark.slow  # trains on the real data
 def test_status_best_export_on_a_finished_study(tmp_path, write_study, fmnist_dir):
     db = f"sqlite:///{tmp_path}/r.db"
     study = str(write_study(small_study(n_trials=3)))
