@@ -22,7 +22,7 @@ from optuna.trial import TrialState, create_trial
 from hpo.config.spec import parse_spec
 from hpo.insight import analysis, figures, findings, questions
 from hpo.insight.bootstrap import diff_ci, mean_ci
-from hpo.insight.evaluation import confusion_matrix, scores
+from hpo.insight.evaluation import Evaluation, confusion_matrix, render, scores
 from hpo.insight.importance import importances, impute_absent, trial_set
 from hpo.insight.rows import complete, rows
 
@@ -177,6 +177,38 @@ def test_scores_from_a_confusion_matrix():
     assert (s[0].precision, s[0].recall, s[0].support) == (1.0, pytest.approx(2 / 3), 3)
     assert s[1].precision == 0.5 and s[1].recall == 0.5 and s[1].f1 == 0.5
     assert s[2].precision == 0.5 and s[2].recall == 1.0 and s[2].f1 == pytest.approx(2 / 3)
+
+
+def test_scores_are_zero_where_undefined():
+    # b is never predicted right, c neither occurs nor is predicted (sklearn's zero_division=0)
+    s = scores([[3, 1, 0], [2, 0, 0], [0, 0, 0]], ("a", "b", "c"))
+    assert (s[0].precision, s[0].recall, s[0].f1) == (0.6, 0.75, pytest.approx(2 / 3))
+    assert [(x.precision, x.recall, x.f1, x.support) for x in s[1:]] == [(0, 0, 0, 2), (0, 0, 0, 0)]
+
+
+def test_the_evaluation_as_text_has_every_score_and_count_in_its_row():
+    ev = Evaluation(
+        trial=3,
+        fingerprint="f",
+        confusion=[[5, 1], [2, 7]],
+        test_accuracy=12 / 15,
+        retrained_val_accuracy=0.8,
+        recorded_val_accuracy=0.8,
+        recorded_test_accuracy=None,
+        device="cpu",
+        threads=1,
+        seconds=1.0,
+        classes=("Shirt", "Ankle boot"),
+    )
+    lines = render(ev).splitlines()
+    assert "trial #3 retrained" in lines[0] and "0.8000 exactly" in lines[0]
+    assert any(line.split() == ["accuracy", "0.8000"] for line in lines)
+    for k, s in enumerate(ev.per_class):
+        score_row = next(line for line in lines if line.strip().startswith(s.name))
+        numbers = [f"{s.precision:.3f}", f"{s.recall:.3f}", f"{s.f1:.3f}", str(s.support)]
+        assert score_row.split()[-4:] == numbers
+        count_row = next(line for line in lines if line.strip().startswith(f"{k} {s.name}"))
+        assert count_row.split()[-2:] == [str(n) for n in ev.confusion[k]]
 
 
 def test_frontier_keeps_only_trials_no_cheaper_trial_beats():
