@@ -1,7 +1,7 @@
 """What one search run did, as a sequence of finished trials with the compute each one cost.
 
 A :class:`Trace` is the common currency of ``hpo compare``: a live study read back from storage
-and a study replayed against a recorded table (``replay.py``) both become a trace, and the
+and a study replayed against a recorded grid (``replay.py``) both become a trace, and the
 statistics (``stats.py``) only ever see traces. Trials are ordered by when they finished; the
 cost of the search after trial *k* is counted three ways: trials, training epochs (what
 pruning saves), and wall-clock seconds since the run's first trial started.
