@@ -200,14 +200,7 @@ def _keep_search_space_cache(
 def trace_of(study: optuna.Study, arm: str, seed: int, sampler_seed: int | None) -> Trace:
     """The replayed study as a trace (trials ran one at a time, in number order)."""
     records = tuple(
-        TrialRecord(
-            state=t.state.name,
-            value=t.value if t.state == TrialState.COMPLETE else None,
-            epochs=int(t.user_attrs[EPOCHS_ATTR]),
-            elapsed=float(t.user_attrs[ELAPSED_ATTR]),
-            test_accuracy=t.user_attrs.get("test_accuracy"),
-            params=dict(t.params),
-        )
+        TrialRecord.of(t, int(t.user_attrs[EPOCHS_ATTR]), float(t.user_attrs[ELAPSED_ATTR]))
         for t in study.get_trials(deepcopy=False)
     )
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE

@@ -239,26 +239,19 @@ def figure(c: Comparison, unit: str) -> Any:
         points = np.unique(np.concatenate([x for x, _ in curves] + [np.array([horizon])]))
         mean, sd = band(curves, points)
         shape = "hv"
-        fig.add_scatter(
-            x=points,
-            y=mean + sd,
-            mode="lines",
-            line={"width": 0, "shape": shape},
-            showlegend=False,
-            hoverinfo="skip",
-            legendgroup=arm,
-        )
-        fig.add_scatter(
-            x=points,
-            y=mean - sd,
-            mode="lines",
-            line={"width": 0, "shape": shape},
-            fill="tonexty",
-            fillcolor=_rgba(color, 0.2),
-            showlegend=False,
-            hoverinfo="skip",
-            legendgroup=arm,
-        )
+        # The band: an invisible upper edge, then the lower edge filled up to it.
+        fill = {"fill": "tonexty", "fillcolor": _rgba(color, 0.2)}
+        for edge, style in ((mean + sd, {}), (mean - sd, fill)):
+            fig.add_scatter(
+                x=points,
+                y=edge,
+                mode="lines",
+                line={"width": 0, "shape": shape},
+                showlegend=False,
+                hoverinfo="skip",
+                legendgroup=arm,
+                **style,
+            )
         fig.add_scatter(
             x=points,
             y=mean,

@@ -13,6 +13,7 @@ A live comparison counts how often the other samplers reproduced the grid's resu
 
 from __future__ import annotations
 
+import functools
 import math
 import multiprocessing
 from collections.abc import Callable
@@ -100,16 +101,17 @@ def run_arm(
     echo: Echo,
 ) -> None:
     """Run one arm's study to its budget (an epoch budget in chunks of whole trials)."""
+    run = functools.partial(
+        run_study,
+        aspec,
+        url,
+        data_dir=data_dir,
+        threads=threads,
+        echo=echo,
+        on_finish=lambda study: after_run(study, aspec, echo),
+    )
     if aspec.is_grid or budget.unit != "epochs":
-        run_study(
-            aspec,
-            url,
-            workers=workers,
-            data_dir=data_dir,
-            threads=threads,
-            echo=echo,
-            on_finish=lambda study: after_run(study, aspec, echo),
-        )
+        run(workers=workers)
         return
     longest = max(values_of(aspec.space["epochs"]))
     while True:
@@ -119,16 +121,7 @@ def run_arm(
             return
         counted = tally(study).counted if study is not None else 0
         more = max(1, math.ceil((budget.amount - spent) / longest))
-        run_study(
-            aspec,
-            url,
-            workers=min(workers, more),
-            n_trials=counted + more,
-            data_dir=data_dir,
-            threads=threads,
-            echo=echo,
-            on_finish=lambda study: after_run(study, aspec, echo),
-        )
+        run(workers=min(workers, more), n_trials=counted + more)
         after = _existing(aspec, url)
         if after is None or from_study(after, "", 0, None).total("epochs") <= spent:
             raise HpoError(f"study {aspec.name!r} trained no epochs in its last trials; see above")

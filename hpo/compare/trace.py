@@ -36,6 +36,18 @@ class TrialRecord:
     test_accuracy: float | None = None
     params: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, trial: FrozenTrial, epochs: int, elapsed: float) -> TrialRecord:
+        """A finished trial's record, given what it cost (live and replayed runs count apart)."""
+        return cls(
+            state=trial.state.name,
+            value=trial.value if trial.state == TrialState.COMPLETE else None,
+            epochs=epochs,
+            elapsed=elapsed,
+            test_accuracy=trial.user_attrs.get("test_accuracy"),
+            params=dict(trial.params),
+        )
+
 
 @dataclass(frozen=True)
 class Trace:
@@ -99,14 +111,7 @@ def from_study(
     starts = [t.datetime_start for t in trials if t.datetime_start is not None]
     t0 = min(starts) if starts else None
     records = tuple(
-        TrialRecord(
-            state=t.state.name,
-            value=t.value if t.state == TrialState.COMPLETE else None,
-            epochs=epochs_of(t),
-            elapsed=(t.datetime_complete - t0).total_seconds() if t0 else 0.0,
-            test_accuracy=t.user_attrs.get("test_accuracy"),
-            params=dict(t.params),
-        )
+        TrialRecord.of(t, epochs_of(t), (t.datetime_complete - t0).total_seconds() if t0 else 0.0)
         for t in trials
     )
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
