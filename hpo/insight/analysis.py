@@ -36,6 +36,8 @@ NOTE_MARKER = (
 
 @dataclass
 class Analysis:
+    """Everything :func:`analyze` found in a study; ``note`` says it in words."""
+
     study: str
     spec: StudySpec
     rows: list[Row]
