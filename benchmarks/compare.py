@@ -18,7 +18,7 @@ import argparse
 import math
 import time
 
-from hpo.compare.arms import Budget, parse_arms, plan
+from hpo.compare.arms import ComputeBudget, parse_arms, plan
 from hpo.compare.report import arm_rows
 from hpo.compare.run import is_done, run_comparison
 from hpo.config.spec import load_spec
@@ -42,7 +42,7 @@ def main() -> None:
 
     spec = load_spec(args.study)
     url = resolve_url(spec.name, spec.storage, args.storage)
-    budget = Budget(args.budget, "trials")
+    budget = ComputeBudget(args.budget, "trials")
     live_arms = parse_arms("grid,random,tpe-pruned", spec)
     runs = plan(spec, live_arms, args.repeats, budget)
     rows = []

@@ -4,6 +4,7 @@ The architecture, one layer a subpackage, imports only going down (``tests/test_
 holds it to that):
 
 - :mod:`hpo.errors`: errors a user can cause, each with a one-line message
+- :mod:`hpo.tables`: a table as text, Markdown or HTML (tabulate); every layer shows tables with it
 - :mod:`hpo.train`: data, model and trainer (torch only, nothing of Optuna)
 - :mod:`hpo.config`: study files → validated, frozen dataclasses (Optuna, never torch)
 - :mod:`hpo.objective`: the one place where training meets Optuna

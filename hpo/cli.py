@@ -488,13 +488,6 @@ def _err(message: str) -> None:
 
 
 def _print_status(info: dict[str, Any], metric: str | None = None) -> None:
-    budget = info["budget_trials"] if info["budget_trials"] is not None else "unbounded"
-    click.echo(
-        f"study {info['study']}: {info['finished']}/{budget} finished — "
-        f"{info['complete']} complete, {info['pruned']} pruned, {info['failed']} failed, "
-        f"{info['running']} running, {info['waiting']} waiting"
-        + (f" ({info['retried']} retried)" if info.get("retried") else "")
-    )
-    if "best" in info:
-        label = metric or "value"
-        click.echo(f"best: trial #{info['best']['number']} {label} = {info['best']['value']:.4f}")
+    from hpo.coord.progress import status_line
+
+    click.echo(f"study {info['study']}: {status_line(info, metric or 'value')}")

@@ -146,6 +146,9 @@ def test_status_best_export_on_a_finished_study(tmp_path, write_study, fmnist_di
     status = invoke("status", study, "--storage", db, "--json")
     info = json.loads(status.output)
     assert (info["complete"], info["running"], info["budget_trials"]) == (3, 0, 3)
+    top = f"best val_accuracy {info['best']['value']:.4f} (#{info['best']['number']})"
+    line = f"study small: [3/3] complete 3 · pruned 0 · failed 0 · running 0 · {top}"
+    assert line in invoke("status", study, "--storage", db).output.splitlines()
 
     data = ("--data-dir", str(fmnist_dir))
     best = json.loads(invoke("best", study, "--storage", db, "--json", *data).stdout)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import re
 
 import optuna
 import pytest
@@ -11,10 +12,11 @@ from click.testing import CliRunner
 
 from hpo.cli import main
 from hpo.compare import report
-from hpo.compare.arms import Arm, Budget, CompareError, arm_spec, parse_arms, parse_budget
+from hpo.compare.arms import Arm, CompareError, ComputeBudget, arm_spec, parse_arms, parse_budget
 from hpo.compare.run import run_comparison
 from hpo.config.spec import load_spec
 from tests.conftest import small_study
+from tests.test_tables import html_cells
 
 TINY = (
     small_study(name="tiny", sampler="tpe", units="[16, 32]")
@@ -45,10 +47,10 @@ def test_arms_and_budgets_parse_and_bad_ones_name_the_problem(tiny, write_study)
     with pytest.raises(CompareError, match="'none'"):
         parse_arms("tpe-pruned", unpruned)
 
-    assert parse_budget(None, spec) == Budget(4, "trials")  # the grid's size
-    assert parse_budget("12", spec) == Budget(12, "trials")
-    assert parse_budget("30 epochs", spec) == Budget(30, "epochs")
-    assert parse_budget("1.5s", spec) == Budget(1.5, "seconds")
+    assert parse_budget(None, spec) == ComputeBudget(4, "trials")  # the grid's size
+    assert parse_budget("12", spec) == ComputeBudget(12, "trials")
+    assert parse_budget("30 epochs", spec) == ComputeBudget(30, "epochs")
+    assert parse_budget("1.5s", spec) == ComputeBudget(1.5, "seconds")
     for bad in ("ten", "0", "1.5trials", "5 fortnights"):
         with pytest.raises(CompareError, match="--budget"):
             parse_budget(bad, spec)
@@ -56,7 +58,7 @@ def test_arms_and_budgets_parse_and_bad_ones_name_the_problem(tiny, write_study)
 
 def test_each_arm_is_its_own_study_with_spaced_seeds(tiny):
     _, spec = tiny
-    budget = Budget(3, "trials")
+    budget = ComputeBudget(3, "trials")
     tpe = arm_spec(spec, Arm("tpe", pruned=True), 2, budget)
     assert tpe.name == "tiny--tpe-pruned--s2" and tpe.pruner == spec.pruner
     seeds = {
@@ -151,6 +153,12 @@ def test_live_compare_resumes_and_replay_reproduces_it(tmp_path, tiny, fmnist_di
     )
     assert replay.mode == "replay" and "REPLAY comparison" in report.text(replay)
     report.write(replay, tmp_path / "replayed")
+    text = report.text(replay).splitlines()
+    page = html_cells((tmp_path / "replayed" / "compare.html").read_text())
+    for table in (report.arm_table(replay), report.pairwise_table(replay)):
+        for row in (table.header, *table.rows):  # the terminal and the page show the same rows
+            assert any(re.search(".*".join(map(re.escape, row)), line) for line in text)
+            assert list(row) in page
     rows = list(csv.DictReader((tmp_path / "replayed" / "compare.csv").open()))
     assert {r["source"] for r in rows} == {"replay"}
     for arm in ("random", "tpe-pruned"):
@@ -177,7 +185,7 @@ def test_an_epoch_budget_runs_whole_trials_until_it_is_spent(tmp_path, tiny, fmn
         url,
         arms=[Arm("random")],
         repeats=1,
-        budget=Budget(5, "epochs"),
+        budget=ComputeBudget(5, "epochs"),
         data_dir=str(fmnist_dir),
         echo=lambda _: None,
     )

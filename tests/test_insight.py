@@ -9,6 +9,7 @@ data in test_cli.
 
 from __future__ import annotations
 
+import html
 import itertools
 import math
 import random
@@ -20,11 +21,12 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from hpo.config.spec import parse_spec
-from hpo.insight import analysis, figures, findings, questions
+from hpo.insight import analysis, figures, findings, questions, report
 from hpo.insight.bootstrap import diff_ci, mean_ci
-from hpo.insight.evaluation import confusion_matrix, scores
+from hpo.insight.evaluation import Evaluation, confusion_matrix, render, scores
 from hpo.insight.importance import importances, impute_absent, trial_set
-from hpo.insight.rows import complete, rows
+from hpo.insight.rows import complete, read_rows
+from hpo.tables import Table
 
 UNITS = CategoricalDistribution((64, 128, 256))
 DISTS = {
@@ -94,25 +96,25 @@ def test_bootstrap_intervals_are_seeded_and_honest():
 
 
 def test_axes_split_by_value_and_by_log_bins():
-    table = rows(synthetic(n=30))
-    units_2 = questions.Axis("units_2", "").split(table)
-    assert sum(len(g) for _, g in units_2) == sum(1 for r in table if r.get("depth") == 2)
-    lr = questions.Axis("lr", "", n_bins=3).split(table)
-    assert 2 <= len(lr) <= 3 and sum(len(g) for _, g in lr) == len(table)
+    rows = read_rows(synthetic(n=30))
+    units_2 = questions.Axis("units_2", "").split(rows)
+    assert sum(len(g) for _, g in units_2) == sum(1 for r in rows if r.get("depth") == 2)
+    lr = questions.Axis("lr", "", n_bins=3).split(rows)
+    assert 2 <= len(lr) <= 3 and sum(len(g) for _, g in lr) == len(rows)
     for label, group in lr:  # every trial sits in the bin its label names
         low, high = (float(x) for x in label.split("–"))
         assert all(low * 0.9 <= r.get("lr") <= high * 1.1 for r in group)
 
 
 def test_heatmap_cells_are_the_means_of_their_trials():
-    table = rows(synthetic(n=40))
-    fig = figures.heatmap(questions.DEPTH, table)
+    rows = read_rows(synthetic(n=40))
+    fig = figures.heatmap(questions.DEPTH, rows)
     mean = fig.data[0]
     for i, depth in enumerate(mean.y):
         for j, units in enumerate(mean.x):
             cell = [
                 r.val_accuracy
-                for r in table
+                for r in rows
                 if str(r.get("depth")) == depth and str(r.get("units_1")) == units
             ]
             if cell:
@@ -124,21 +126,21 @@ def test_heatmap_cells_are_the_means_of_their_trials():
 
 
 def test_figures_say_when_there_is_too_little_data():
-    few = figures.all_figures(rows(synthetic(n=3)), [])
+    few = figures.all_figures(read_rows(synthetic(n=3)), [])
     assert all("Not enough data" in f.layout.annotations[0].text for f in few.values()), (
         "every figure of a 3-trial study should say it has too little data"
     )
-    one_layer = [r for r in rows(synthetic(n=40)) if r.get("depth") == 1]
+    one_layer = [r for r in read_rows(synthetic(n=40)) if r.get("depth") == 1]
     balance = figures.heatmap(questions.BALANCE, one_layer)
     assert "two-layer" in balance.layout.annotations[0].text
-    full = figures.all_figures(rows(synthetic(n=40)), importances(synthetic(n=40)))
+    full = figures.all_figures(read_rows(synthetic(n=40)), importances(synthetic(n=40)))
     assert not any(f.layout.meta for f in full.values())  # enough data: no notices
     assert set(full) == {question.id for question in questions.ALL}
 
 
 @pytest.mark.parametrize(("gain", "expected"), [(0.03, "deeper better"), (0.0, "no clear")])
 def test_depth_finding_reports_a_real_effect_and_not_a_null_one(gain, expected):
-    finding = findings.depth(rows(synthetic(n=40, depth_gain=gain)))
+    finding = findings.depth(read_rows(synthetic(n=40, depth_gain=gain)))
     assert expected in finding.answer
     assert finding.n == 40 and "pp [" in finding.answer
 
@@ -179,12 +181,44 @@ def test_scores_from_a_confusion_matrix():
     assert s[2].precision == 0.5 and s[2].recall == 1.0 and s[2].f1 == pytest.approx(2 / 3)
 
 
+def test_scores_are_zero_where_undefined():
+    # b is never predicted right, c neither occurs nor is predicted (sklearn's zero_division=0)
+    s = scores([[3, 1, 0], [2, 0, 0], [0, 0, 0]], ("a", "b", "c"))
+    assert (s[0].precision, s[0].recall, s[0].f1) == (0.6, 0.75, pytest.approx(2 / 3))
+    assert [(x.precision, x.recall, x.f1, x.support) for x in s[1:]] == [(0, 0, 0, 2), (0, 0, 0, 0)]
+
+
+def test_the_evaluation_as_text_has_every_score_and_count_in_its_row():
+    ev = Evaluation(
+        trial=3,
+        fingerprint="f",
+        confusion=[[5, 1], [2, 7]],
+        test_accuracy=12 / 15,
+        retrained_val_accuracy=0.8,
+        recorded_val_accuracy=0.8,
+        recorded_test_accuracy=None,
+        device="cpu",
+        threads=1,
+        seconds=1.0,
+        classes=("Shirt", "Ankle boot"),
+    )
+    lines = render(ev).splitlines()
+    assert "trial #3 retrained" in lines[0] and "0.8000 exactly" in lines[0]
+    assert any(line.split() == ["accuracy", "0.8000"] for line in lines)
+    for k, s in enumerate(ev.per_class):
+        score_row = next(line for line in lines if line.strip().startswith(s.name))
+        numbers = [f"{s.precision:.3f}", f"{s.recall:.3f}", f"{s.f1:.3f}", str(s.support)]
+        assert score_row.split()[-4:] == numbers
+        count_row = next(line for line in lines if line.strip().startswith(f"{k} {s.name}"))
+        assert count_row.split()[-2:] == [str(n) for n in ev.confusion[k]]
+
+
 def test_frontier_keeps_only_trials_no_cheaper_trial_beats():
-    table = rows(synthetic(n=30))
-    front = questions.pareto(complete(table), "n_params")
+    rows = read_rows(synthetic(n=30))
+    front = questions.pareto(complete(rows), "n_params")
     accs = [r.val_accuracy for r in front]
     assert accs == sorted(accs) and len(set(accs)) == len(accs)
-    for r in complete(table):
+    for r in complete(rows):
         cheaper_or_equal = [f for f in front if f.n_params <= r.n_params]
         assert cheaper_or_equal and max(f.val_accuracy for f in cheaper_or_equal) >= r.val_accuracy
 
@@ -210,3 +244,27 @@ def test_note_keeps_what_a_person_wrote_and_replaces_its_own_part():
     saved = study._storage.get_study_system_attrs(study._study_id)
     for question in questions.ALL:
         assert any(k.startswith(f"dashboard:plot_data:{question.id}:") for k in saved)
+
+
+def test_the_report_shows_the_notes_sections_by_name_with_their_figures():
+    spec = parse_spec(
+        {"study": {"name": "s", "metric": "val_accuracy"}, "budget": {"n_trials": 20}}
+    )
+    study = synthetic(n=20)
+    result = analysis.analyze(study, spec)
+    note, markdown = result.note, result.markdown()
+    page = report.build(result, "sqlite:///s.db")
+    assert markdown.startswith(f"### hpo analysis of {study.study_name}\n")
+    sections = (note.best, note.importance, *note.findings)
+    headings = [f">{html.escape(s.title)}</h" for s in sections]
+    assert sorted(headings, key=page.index) == headings  # all there, in the note's order
+    assert [s.figure for s in note.findings] == [f.question.id for f in result.findings]
+    assert {s.figure for s in note.findings} == {q.id for q in questions.ALL} - {"hpo-importance"}
+    for s in sections:
+        assert s.figure is None or f'id="{s.figure}"' in page
+        for block in s.blocks:
+            cells = block.header + sum(block.rows, ()) if isinstance(block, Table) else ()
+            for cell in cells:  # the same table in the note and the report
+                assert cell.replace("|", "\\|") in markdown and html.escape(cell) in page
+            for text in (*getattr(block, "items", ()), getattr(block, "text", "")):
+                assert text in markdown and html.escape(text) in page

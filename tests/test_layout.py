@@ -17,6 +17,7 @@ PACKAGE = REPO / "hpo"
 # Lower layers first; a module may import its own layer or any layer below it.
 LAYERS = {
     "hpo.errors": 0,
+    "hpo.tables": 0,  # rendering only (tabulate): every layer shows tables through it
     "hpo.train": 1,
     "hpo.config": 1,
     "hpo.objective": 2,

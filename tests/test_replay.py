@@ -1,4 +1,4 @@
-"""Replay against a recorded grid: every replayed trial is a table row, reported as recorded."""
+"""Replay against a recorded grid: each replayed trial reports a recorded point's values."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from hpo.compare.replay import ReplayError, point_key, replay_study, table_from_study, trace_of
+from hpo.compare.replay import ReplayError, point_key, read_grid_record, replay_study, trace_of
 from hpo.config.spec import load_spec
 from hpo.config.suggest import suggest
 from hpo.coord.lock import StudyLock
@@ -73,31 +73,31 @@ def recorded(tmp_path_factory):
     (tmp / "rec.toml").write_text(STUDY)
     spec = load_spec(tmp / "rec.toml")
     study = record_grid(spec, f"sqlite:///{tmp}/rec.db")
-    return spec, table_from_study(study, spec)
+    return spec, read_grid_record(study, spec)
 
 
-def test_the_table_holds_every_grid_point_with_its_curve(recorded):
-    spec, table = recorded
-    assert len(table.entries) == len(spec.grid()) == 12
-    failed = table.lookup({"units_1": 128, "lr": 1e-1})
+def test_the_record_holds_every_grid_point_with_its_curve(recorded):
+    spec, record = recorded
+    assert len(record.entries) == len(spec.grid()) == 12
+    failed = record.lookup({"units_1": 128, "lr": 1e-1})
     assert failed.state == "FAIL" and failed.epochs == 3 and failed.value is None
-    assert table.epochs == 11 * 4 + 3
+    assert record.epochs == 11 * 4 + 3
     # Floats that differ in the last bits are the same point; an unknown point is an error.
-    assert table.lookup({"units_1": 16, "lr": 0.1 + 1e-17}).params["lr"] == 0.1
-    with pytest.raises(ReplayError, match="not in the table"):
-        table.lookup({"units_1": 24, "lr": 1e-3})
+    assert record.lookup({"units_1": 16, "lr": 0.1 + 1e-17}).params["lr"] == 0.1
+    with pytest.raises(ReplayError, match="not in the recorded grid"):
+        record.lookup({"units_1": 24, "lr": 1e-3})
 
 
 @pytest.mark.parametrize(("sampler", "pruned"), [("random", False), ("tpe", True)])
-def test_replayed_trials_come_from_the_table_and_report_its_values(recorded, sampler, pruned):
-    spec, table = recorded
+def test_replayed_trials_come_from_the_record_and_report_its_values(recorded, sampler, pruned):
+    spec, record = recorded
     study = replay_study(
-        spec, table, sampler=sampler, pruned=pruned, sampler_seed=7, budget=40, unit="trials"
+        spec, record, sampler=sampler, pruned=pruned, sampler_seed=7, budget=40, unit="trials"
     )
     trials = study.trials
     assert len(trials) == 40
     for t in trials:
-        entry = table.lookup(t.params)
+        entry = record.lookup(t.params)
         assert point_key(t.params) in {point_key(p) for p in spec.grid()}
         reported = [t.intermediate_values[s] for s in sorted(t.intermediate_values)]
         assert reported == list(entry.curve[: len(reported)])
@@ -116,30 +116,30 @@ def test_replayed_trials_come_from_the_table_and_report_its_values(recorded, sam
         t.user_attrs["replay:epochs"] for t in trials
     )
     again = replay_study(
-        spec, table, sampler=sampler, pruned=pruned, sampler_seed=7, budget=40, unit="trials"
+        spec, record, sampler=sampler, pruned=pruned, sampler_seed=7, budget=40, unit="trials"
     )
     assert [t.params for t in again.trials] == [t.params for t in trials]
 
 
 def test_grid_replays_every_point_once_and_epoch_budgets_stop_between_trials(recorded):
-    spec, table = recorded
+    spec, record = recorded
     grid = replay_study(
-        spec, table, sampler="grid", pruned=False, sampler_seed=None, budget=1, unit="trials"
+        spec, record, sampler="grid", pruned=False, sampler_seed=None, budget=1, unit="trials"
     )
     assert [point_key(t.params) for t in grid.trials] == [point_key(p) for p in spec.grid()]
     study = replay_study(
-        spec, table, sampler="random", pruned=False, sampler_seed=1, budget=10, unit="epochs"
+        spec, record, sampler="random", pruned=False, sampler_seed=1, budget=10, unit="epochs"
     )
     trace = trace_of(study, "random", 0, 1)
     assert 10 <= trace.total("epochs") < 10 + 4
     assert trace.within(10, "epochs").total("epochs") <= 10
 
 
-def test_a_partial_or_pruned_grid_is_no_table(tmp_path, write_study):
+def test_a_partial_or_pruned_grid_is_no_record(tmp_path, write_study):
     spec = load_spec(write_study(STUDY))
     partial = record_grid(spec, f"sqlite:///{tmp_path}/partial.db", only=5)
     with pytest.raises(ReplayError, match="5 of the grid's 12 points"):
-        table_from_study(partial, spec)
+        read_grid_record(partial, spec)
     pruned = record_grid(spec, f"sqlite:///{tmp_path}/pruned.db", prune_one=True)
     with pytest.raises(ReplayError, match="pruned trials"):
-        table_from_study(pruned, spec)
+        read_grid_record(pruned, spec)

@@ -4,5 +4,5 @@
 - ``run``: running the arms as studies, or replaying them against a recorded grid
 - ``replay``: a sampler and pruner replayed on a recorded full grid (no training)
 - ``trace`` / ``stats``: runs as cost-ordered trials; best-so-far curves, AUC, tests
-- ``report``: the comparison as a terminal table, CSV files and an HTML page
+- ``report``: the comparison as terminal tables, CSV files and an HTML page
 """

@@ -56,7 +56,7 @@ class Arm:
 
 
 @dataclass(frozen=True)
-class Budget:
+class ComputeBudget:
     """How much compute each arm may spend: ``amount`` trials, epochs or seconds."""
 
     amount: float
@@ -94,7 +94,7 @@ def parse_arms(text: str, spec: StudySpec) -> list[Arm]:
     return arms
 
 
-def parse_budget(text: str | None, spec: StudySpec) -> Budget:
+def parse_budget(text: str | None, spec: StudySpec) -> ComputeBudget:
     """``120``/``120trials``, ``600epochs`` or ``1800s``; default: the grid's size in trials.
 
     Raises:
@@ -102,7 +102,7 @@ def parse_budget(text: str | None, spec: StudySpec) -> Budget:
     """
     if text is None:
         try:
-            return Budget(float(len(spec.grid())), "trials")
+            return ComputeBudget(float(len(spec.grid())), "trials")
         except HpoError as err:
             raise CompareError(
                 f"give --budget: its default, the grid's size, needs a finite space ({err})"
@@ -116,7 +116,7 @@ def parse_budget(text: str | None, spec: StudySpec) -> Budget:
     amount = float(match.group(1))
     if unit != "seconds" and amount != int(amount):
         raise CompareError(f"--budget {text!r}: {unit} must be a whole number")
-    return Budget(amount, unit)
+    return ComputeBudget(amount, unit)
 
 
 def grid_of(spec: StudySpec) -> list[dict]:
@@ -140,7 +140,7 @@ def sampler_seed(spec: StudySpec, arm: Arm, repeat: int) -> int:
     return (spec.sampler.seed or 0) + (slot * MAX_REPEATS + repeat) * TRIAL_STRIDE
 
 
-def arm_spec(spec: StudySpec, arm: Arm, repeat: int, budget: Budget) -> StudySpec:
+def arm_spec(spec: StudySpec, arm: Arm, repeat: int, budget: ComputeBudget) -> StudySpec:
     """The study file of one arm and repeat: same space, data and training; its own sampler."""
     options = spec.sampler.options if arm.sampler == spec.sampler.name else {}
     seed = None if arm.deterministic else sampler_seed(spec, arm, repeat)
@@ -167,7 +167,7 @@ class Run:
     spec: StudySpec
 
 
-def plan(spec: StudySpec, arms: list[Arm], repeats: int, budget: Budget) -> list[Run]:
+def plan(spec: StudySpec, arms: list[Arm], repeats: int, budget: ComputeBudget) -> list[Run]:
     """Every study the comparison needs, in the order it runs them (grid first, once)."""
     ordered = sorted(arms, key=lambda a: not a.deterministic)
     return [

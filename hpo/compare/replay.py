@@ -5,9 +5,9 @@ after every epoch, a search can be simulated instead of run (as LCBench and HPOB
 real Optuna sampler proposes a point, the point's recorded per-epoch values are reported one
 by one, and the real pruner decides after each whether to stop. A replayed trial costs only
 the epochs it "trained", so pruning decisions and their savings are those a live run would see,
-given the same table. Many seeds take seconds instead of hours.
+given the same record. Many seeds take seconds instead of hours.
 
-What replay does not reproduce: training noise (the table holds one run per point, as a live
+What replay does not reproduce: training noise (the record holds one run per point, as a live
 comparison with a fixed ``train.seed`` does) and parallel workers (trials run one at a time);
 replayed seconds are the recorded seconds of each point, scaled by the epochs trained.
 """
@@ -34,7 +34,7 @@ EPOCHS_ATTR = "replay:epochs"
 
 
 class ReplayError(HpoError):
-    """The recorded study cannot serve as a table (not a full grid, or pruned)."""
+    """The recorded study cannot serve as a grid record (not a full grid, or pruned)."""
 
     exit_code = 2
 
@@ -63,18 +63,20 @@ class Entry:
 
 
 @dataclass(frozen=True)
-class Table:
+class GridRecord:
     """Every point of a grid with its recorded learning curve; ``source`` names the study."""
 
     entries: dict[Key, Entry]
     source: str
 
     def lookup(self, params: Mapping[str, Any]) -> Entry:
-        """The recorded entry for ``params``; a point outside the table is an error, not a guess."""
+        """The recorded entry for ``params``; a point outside the grid is an error, not a guess."""
         try:
             return self.entries[point_key(params)]
         except KeyError:
-            raise ReplayError(f"point {dict(params)!r} is not in the table {self.source}") from None
+            raise ReplayError(
+                f"point {dict(params)!r} is not in the recorded grid {self.source}"
+            ) from None
 
     @property
     def epochs(self) -> int:
@@ -82,8 +84,8 @@ class Table:
         return sum(e.epochs for e in self.entries.values())
 
 
-def table_from_study(study: optuna.Study, spec: StudySpec) -> Table:
-    """Build the table from a grid study in which every point of ``spec``'s space finished.
+def read_grid_record(study: optuna.Study, spec: StudySpec) -> GridRecord:
+    """The record of a grid study in which every point of ``spec``'s space finished.
 
     Raises:
         ReplayError: a point is missing, still running, or was pruned (replay needs every
@@ -117,12 +119,12 @@ def table_from_study(study: optuna.Study, spec: StudySpec) -> Table:
             f"study {study.study_name!r} has {len(grid) - len(missing)} of the grid's {len(grid)} "
             f"points (missing e.g. {missing[0]!r}); run the whole grid before replaying"
         )
-    return Table(entries, f"{study.study_name!r} ({len(grid)} points)")
+    return GridRecord(entries, f"{study.study_name!r} ({len(grid)} points)")
 
 
 def replay_study(
     spec: StudySpec,
-    table: Table,
+    record: GridRecord,
     *,
     sampler: str,
     pruned: bool,
@@ -130,7 +132,7 @@ def replay_study(
     budget: float,
     unit: str,
 ) -> optuna.Study:
-    """Run ``sampler`` (± the study's pruner) against ``table`` in memory, until the budget.
+    """Run ``sampler`` (± the study's pruner) against ``record`` in memory, until the budget.
 
     The sampler is rebuilt and reseeded for every trial exactly as live workers do, and the
     grid is enqueued in the order live grid studies use. A grid always replays every point.
@@ -157,7 +159,7 @@ def replay_study(
         study.sampler = fresh
         trial = study.ask()
         suggest(trial, spec.space)
-        entry = table.lookup(trial.params)
+        entry = record.lookup(trial.params)
         state = TrialState.COMPLETE if entry.state == "COMPLETE" else TrialState.FAIL
         trained = entry.epochs
         for epoch, value in enumerate(entry.curve, start=1):
@@ -198,14 +200,7 @@ def _keep_search_space_cache(
 def trace_of(study: optuna.Study, arm: str, seed: int, sampler_seed: int | None) -> Trace:
     """The replayed study as a trace (trials ran one at a time, in number order)."""
     records = tuple(
-        TrialRecord(
-            state=t.state.name,
-            value=t.value if t.state == TrialState.COMPLETE else None,
-            epochs=int(t.user_attrs[EPOCHS_ATTR]),
-            elapsed=float(t.user_attrs[ELAPSED_ATTR]),
-            test_accuracy=t.user_attrs.get("test_accuracy"),
-            params=dict(t.params),
-        )
+        TrialRecord.of(t, int(t.user_attrs[EPOCHS_ATTR]), float(t.user_attrs[ELAPSED_ATTR]))
         for t in study.get_trials(deepcopy=False)
     )
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE

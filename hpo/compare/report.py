@@ -1,4 +1,4 @@
-"""The comparison's output: a terminal table, CSV files, and a self-contained HTML page.
+"""The comparison's output: terminal tables, CSV files, and a self-contained HTML page.
 
 ``DIR/compare.csv`` has one row per arm, ``compare_runs.csv`` one per run and
 ``compare_tests.csv`` one per pair of arms and quantity. ``compare.html`` embeds plotly's
@@ -19,6 +19,7 @@ import numpy as np
 
 from hpo.compare.run import Comparison
 from hpo.compare.stats import band, best_so_far
+from hpo.tables import Table
 
 ALPHA = 0.05
 
@@ -128,7 +129,15 @@ def _cells(row: dict[str, Any]) -> list[str]:
     return out
 
 
-def test_rows(c: Comparison) -> list[list[str]]:
+def arm_table(c: Comparison) -> Table:
+    """The arms side by side, as the terminal and the HTML page show them."""
+    return Table([h for _, h, _ in COLUMNS], map(_cells, arm_rows(c)))
+
+
+def pairwise_table(c: Comparison) -> Table:
+    """One row per pair of arms and quantity: medians, the test, p and p corrected, a verdict."""
+    correction = c.summary.correction
+    header = ["pair", "quantity", "medians", "P(a>b)", "test", "p", f"p ({correction})", "verdict"]
     rows = []
     for t in c.summary.tests:
         if math.isnan(t.p_adjusted):
@@ -153,15 +162,7 @@ def test_rows(c: Comparison) -> list[list[str]]:
                 verdict,
             ]
         )
-    return rows
-
-
-TEST_HEADER = ["pair", "quantity", "medians", "P(a>b)", "test", "p", "p ({})", "verdict"]
-
-
-def _align(rows: list[list[str]]) -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
+    return Table(header, rows)
 
 
 def text(c: Comparison) -> str:
@@ -175,10 +176,9 @@ def text(c: Comparison) -> str:
         f"({bound})",
         "",
     ]
-    lines += _align([[h for _, h, _ in COLUMNS], *map(_cells, arm_rows(c))])
-    header = [h.format(s.correction) for h in TEST_HEADER]
-    lines += ["", f"pairwise tests (two-sided, {s.correction}-corrected per quantity):"]
-    lines += _align([header, *test_rows(c)])
+    lines += [arm_table(c).render(), ""]
+    lines += [f"pairwise tests (two-sided, {s.correction}-corrected per quantity):"]
+    lines += [pairwise_table(c).render()]
     lines += ["", *headline(c), "", *(f"note: {n}" for n in c.notes)]
     return "\n".join(lines)
 
@@ -239,26 +239,19 @@ def figure(c: Comparison, unit: str) -> Any:
         points = np.unique(np.concatenate([x for x, _ in curves] + [np.array([horizon])]))
         mean, sd = band(curves, points)
         shape = "hv"
-        fig.add_scatter(
-            x=points,
-            y=mean + sd,
-            mode="lines",
-            line={"width": 0, "shape": shape},
-            showlegend=False,
-            hoverinfo="skip",
-            legendgroup=arm,
-        )
-        fig.add_scatter(
-            x=points,
-            y=mean - sd,
-            mode="lines",
-            line={"width": 0, "shape": shape},
-            fill="tonexty",
-            fillcolor=_rgba(color, 0.2),
-            showlegend=False,
-            hoverinfo="skip",
-            legendgroup=arm,
-        )
+        # The band: an invisible upper edge, then the lower edge filled up to it.
+        fill = {"fill": "tonexty", "fillcolor": _rgba(color, 0.2)}
+        for edge, style in ((mean + sd, {}), (mean - sd, fill)):
+            fig.add_scatter(
+                x=points,
+                y=edge,
+                mode="lines",
+                line={"width": 0, "shape": shape},
+                showlegend=False,
+                hoverinfo="skip",
+                legendgroup=arm,
+                **style,
+            )
         fig.add_scatter(
             x=points,
             y=mean,
@@ -303,14 +296,6 @@ def _rgba(hex_color: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
-def _html_table(header: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in rows
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
 def write_html(c: Comparison, out: Path) -> Path:
     from plotly.offline import get_plotlyjs
 
@@ -325,13 +310,13 @@ def write_html(c: Comparison, out: Path) -> Path:
 <html><head><meta charset="utf-8"><title>hpo compare: {html.escape(c.study)}</title>
 <script>{get_plotlyjs()}</script>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}</style></head><body>
+td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}</style></head><body>
 <h1>hpo compare: {html.escape(c.study)} ({c.mode})</h1>
 <p>Budget {html.escape(str(c.budget))} per run, {c.repeats} seed(s) per sampler. Target: the
 {html.escape(s.reference_from)}'s best {c.metric} {s.reference:.4f} within {_tol(c)}.</p>
 <ul>{heads}</ul>
-{_html_table([h for _, h, _ in COLUMNS], [_cells(r) for r in arm_rows(c)])}
-{_html_table([h.format(s.correction) for h in TEST_HEADER], test_rows(c))}
+{arm_table(c).render("html")}
+{pairwise_table(c).render("html")}
 {figures}
 <h2>Notes</h2><ul>{notes}</ul>
 </body></html>

@@ -3,7 +3,7 @@
 Each arm and seed (see ``arms.py``) is a study in the study's storage, so optuna-dashboard's
 "Compare Studies" page shows them side by side; they run one after another, each with the
 requested number of local workers. Studies that already spent their budget are read, not
-rerun; an interrupted one resumes. With ``replay=True`` only the grid trains (it is the table)
+rerun; an interrupted one resumes. With ``replay=True`` only the grid trains (it is the record)
 and every other arm is replayed against it (``replay.py``); the output says so.
 
 ``train.seed`` is fixed, so a configuration trains to the same result in every run: the spread
@@ -13,14 +13,23 @@ A live comparison counts how often the other samplers reproduced the grid's resu
 
 from __future__ import annotations
 
+import functools
 import math
 import multiprocessing
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
-from hpo.compare.arms import MAX_REPEATS, Arm, Budget, CompareError, grid_of, plan, sampler_seed
-from hpo.compare.replay import Table, point_key, replay_study, table_from_study, trace_of
+from hpo.compare.arms import (
+    MAX_REPEATS,
+    Arm,
+    CompareError,
+    ComputeBudget,
+    grid_of,
+    plan,
+    sampler_seed,
+)
+from hpo.compare.replay import GridRecord, point_key, read_grid_record, replay_study, trace_of
 from hpo.compare.stats import Summary, min_p, summarize
 from hpo.compare.trace import Trace, from_study
 from hpo.config.space import values_of
@@ -44,7 +53,7 @@ class Comparison:
     study: str
     storage: str
     metric: str
-    budget: Budget
+    budget: ComputeBudget
     arms: list[Arm]
     repeats: int
     mode: str  # "live" or "replay"
@@ -64,7 +73,7 @@ def _existing(aspec: StudySpec, url: str):
     return study
 
 
-def is_done(aspec: StudySpec, url: str, budget: Budget) -> bool:
+def is_done(aspec: StudySpec, url: str, budget: ComputeBudget) -> bool:
     """Whether the arm's study already spent its budget (a grid: ran every point)."""
     study = _existing(aspec, url)
     if study is None:
@@ -84,7 +93,7 @@ def is_done(aspec: StudySpec, url: str, budget: Budget) -> bool:
 def run_arm(
     aspec: StudySpec,
     url: str,
-    budget: Budget,
+    budget: ComputeBudget,
     *,
     workers: int,
     data_dir: str | None,
@@ -92,16 +101,17 @@ def run_arm(
     echo: Echo,
 ) -> None:
     """Run one arm's study to its budget (an epoch budget in chunks of whole trials)."""
+    run = functools.partial(
+        run_study,
+        aspec,
+        url,
+        data_dir=data_dir,
+        threads=threads,
+        echo=echo,
+        on_finish=lambda study: after_run(study, aspec, echo),
+    )
     if aspec.is_grid or budget.unit != "epochs":
-        run_study(
-            aspec,
-            url,
-            workers=workers,
-            data_dir=data_dir,
-            threads=threads,
-            echo=echo,
-            on_finish=lambda study: after_run(study, aspec, echo),
-        )
+        run(workers=workers)
         return
     longest = max(values_of(aspec.space["epochs"]))
     while True:
@@ -111,16 +121,7 @@ def run_arm(
             return
         counted = tally(study).counted if study is not None else 0
         more = max(1, math.ceil((budget.amount - spent) / longest))
-        run_study(
-            aspec,
-            url,
-            workers=min(workers, more),
-            n_trials=counted + more,
-            data_dir=data_dir,
-            threads=threads,
-            echo=echo,
-            on_finish=lambda study: after_run(study, aspec, echo),
-        )
+        run(workers=min(workers, more), n_trials=counted + more)
         after = _existing(aspec, url)
         if after is None or from_study(after, "", 0, None).total("epochs") <= spent:
             raise HpoError(f"study {aspec.name!r} trained no epochs in its last trials; see above")
@@ -142,7 +143,7 @@ def run_comparison(
     *,
     arms: list[Arm],
     repeats: int,
-    budget: Budget,
+    budget: ComputeBudget,
     workers: int = 1,
     replay: bool = False,
     tolerance: float = 0.002,
@@ -154,7 +155,7 @@ def run_comparison(
     """Run (or read, or replay) every arm and summarize.
 
     Live: each arm's studies run one after another with ``workers`` worker processes each.
-    Replay: only the grid runs live (once, as the table); the arms are replayed against it.
+    Replay: only the grid runs live (once, as the record); the arms are replayed against it.
     """
     check(spec, arms, repeats, replay)
     runs = plan(spec, [Arm("grid")] if replay else arms, repeats, budget)
@@ -187,11 +188,11 @@ def run_comparison(
     grid_epochs = traces["grid"][0].total("epochs") if "grid" in traces else None
     replayed_from = None
     if replay:
-        table = table_from_study(open_study(runs[0].spec, url), spec)
+        record = read_grid_record(open_study(runs[0].spec, url), spec)
         if Arm("grid") not in arms:  # the grid is the reference; replaying it costs nothing
             arms = [Arm("grid"), *arms]
-        traces = replay_arms(spec, table, arms, repeats, budget, workers)
-        grid_epochs, replayed_from = float(table.epochs), table.source
+        traces = replay_arms(spec, record, arms, repeats, budget, workers)
+        grid_epochs, replayed_from = float(record.epochs), record.source
     notes = _notes(spec, arms, repeats, budget, grid_epochs, replay)
     if not replay and "grid" in traces:
         notes.append(consistency(traces))
@@ -223,16 +224,16 @@ def run_comparison(
 
 def replay_arms(
     spec: StudySpec,
-    table: Table,
+    record: GridRecord,
     arms: list[Arm],
     repeats: int,
-    budget: Budget,
+    budget: ComputeBudget,
     workers: int = 1,
 ) -> dict[str, list[Trace]]:
-    """Replay every arm ``repeats`` times (a grid once) against ``table``, in ``workers``
+    """Replay every arm ``repeats`` times (a grid once) against ``record``, in ``workers``
     processes (replays are independent; results do not depend on how many run at once)."""
     jobs = [
-        (spec, table, arm, r, budget)
+        (spec, record, arm, r, budget)
         for arm in arms
         for r in range(1 if arm.deterministic else repeats)
     ]
@@ -249,12 +250,12 @@ def replay_arms(
     return traces
 
 
-def _replay_one(job: tuple[StudySpec, Table, Arm, int, Budget]) -> Trace:
-    spec, table, arm, repeat, budget = job
+def _replay_one(job: tuple[StudySpec, GridRecord, Arm, int, ComputeBudget]) -> Trace:
+    spec, record, arm, repeat, budget = job
     seed = None if arm.deterministic else sampler_seed(spec, arm, repeat)
     study = replay_study(
         spec,
-        table,
+        record,
         sampler=arm.sampler,
         pruned=arm.pruned,
         sampler_seed=seed,
@@ -269,16 +270,16 @@ def consistency(traces: dict[str, list[Trace]]) -> str:
     """How many live results of other samplers equal the grid's result for the same point.
 
     With a fixed train.seed they all should; this is the evidence that replaying against the
-    grid's table is faithful on this machine.
+    grid's record is faithful on this machine.
     """
-    table = {point_key(r.params): r.value for r in traces["grid"][0].records}
+    recorded = {point_key(r.params): r.value for r in traces["grid"][0].records}
     diffs = [
-        abs(r.value - table[point_key(r.params)])
+        abs(r.value - recorded[point_key(r.params)])
         for arm, ts in traces.items()
         if arm != "grid"
         for t in ts
         for r in t.records
-        if r.value is not None and table.get(point_key(r.params)) is not None
+        if r.value is not None and recorded.get(point_key(r.params)) is not None
     ]
     same = sum(d == 0 for d in diffs)
     worst = f"; largest difference {max(diffs):.4g}" if diffs and same < len(diffs) else ""
@@ -288,7 +289,7 @@ def consistency(traces: dict[str, list[Trace]]) -> str:
     )
 
 
-def _budget_of(arm: Arm, budget: Budget) -> str:
+def _budget_of(arm: Arm, budget: ComputeBudget) -> str:
     return "the whole grid" if arm.deterministic else str(budget)
 
 
@@ -296,7 +297,7 @@ def _notes(
     spec: StudySpec,
     arms: list[Arm],
     repeats: int,
-    budget: Budget,
+    budget: ComputeBudget,
     grid_epochs: float | None,
     replay: bool,
 ) -> list[str]:

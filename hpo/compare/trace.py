@@ -1,7 +1,7 @@
 """What one search run did, as a sequence of finished trials with the compute each one cost.
 
 A :class:`Trace` is the common currency of ``hpo compare``: a live study read back from storage
-and a study replayed against a recorded table (``replay.py``) both become a trace, and the
+and a study replayed against a recorded grid (``replay.py``) both become a trace, and the
 statistics (``stats.py``) only ever see traces. Trials are ordered by when they finished; the
 cost of the search after trial *k* is counted three ways: trials, training epochs (what
 pruning saves), and wall-clock seconds since the run's first trial started.
@@ -35,6 +35,18 @@ class TrialRecord:
     elapsed: float
     test_accuracy: float | None = None
     params: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, trial: FrozenTrial, epochs: int, elapsed: float) -> TrialRecord:
+        """A finished trial's record, given what it cost (live and replayed runs count apart)."""
+        return cls(
+            state=trial.state.name,
+            value=trial.value if trial.state == TrialState.COMPLETE else None,
+            epochs=epochs,
+            elapsed=elapsed,
+            test_accuracy=trial.user_attrs.get("test_accuracy"),
+            params=dict(trial.params),
+        )
 
 
 @dataclass(frozen=True)
@@ -99,14 +111,7 @@ def from_study(
     starts = [t.datetime_start for t in trials if t.datetime_start is not None]
     t0 = min(starts) if starts else None
     records = tuple(
-        TrialRecord(
-            state=t.state.name,
-            value=t.value if t.state == TrialState.COMPLETE else None,
-            epochs=epochs_of(t),
-            elapsed=(t.datetime_complete - t0).total_seconds() if t0 else 0.0,
-            test_accuracy=t.user_attrs.get("test_accuracy"),
-            params=dict(t.params),
-        )
+        TrialRecord.of(t, epochs_of(t), (t.datetime_complete - t0).total_seconds() if t0 else 0.0)
         for t in trials
     )
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE

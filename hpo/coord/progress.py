@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.coord.results import best_trial
-from hpo.coord.study import read_budget, tally
+from hpo.coord.results import status
 
 Echo = Callable[[str], None]
 
@@ -36,20 +36,33 @@ def trial_line(trial: FrozenTrial, metric: str) -> str:
     return " ".join(parts)
 
 
+def status_line(info: Mapping[str, Any], metric: str) -> str:
+    """``[12/40] complete 8 · pruned 3 · failed 1 · running 2 · best val_accuracy 0.8712 (#7)``.
+
+    The one status format: ``hpo run`` prints it as trials finish and ``hpo status`` prints it
+    once, both from :func:`hpo.coord.results.status`. Waiting and retried trials are named only
+    when there are any; a study without a trial budget shows its time budget (or "unbounded").
+    """
+    trials, minutes = info["budget_trials"], info.get("budget_minutes")
+    budget = f"/{trials}" if trials is not None else "" if minutes else "/unbounded"
+    if minutes:
+        budget += f", ≤ {minutes:g} min"
+    parts = [
+        f"[{info['finished']}{budget}] complete {info['complete']}",
+        f"pruned {info['pruned']}",
+        f"failed {info['failed']}",
+        f"running {info['running']}",
+    ]
+    parts += [f"{key} {info[key]}" for key in ("waiting", "retried") if info.get(key)]
+    if info.get("best") is not None:
+        parts.append(f"best {metric} {info['best']['value']:.4f} (#{info['best']['number']})")
+    return " · ".join(parts)
+
+
 def summary_line(study: optuna.Study, metric: str, started: float) -> str:
-    """``[12/30] complete 8 · pruned 3 · failed 1 · running 2 · best val_accuracy 0.8712 (#7)``."""
-    counts = tally(study)
-    budget = read_budget(study)
-    total = budget.n_trials if budget.n_trials is not None else "?"
-    line = (
-        f"[{counts.finished}/{total}] complete {counts.complete} · pruned {counts.pruned} · "
-        f"failed {counts.failed} · running {counts.running}"
-    )
-    best = best_trial(study)
-    if best is not None:
-        line += f" · best {metric} {best.value:.4f} (#{best.number})"
+    """The status line and the time since ``started``: ``[12/40] complete 8 · ... · 3m05s``."""
     elapsed = int(time.time() - started)
-    return f"{line} · {elapsed // 60}m{elapsed % 60:02d}s"
+    return f"{status_line(status(study), metric)} · {elapsed // 60}m{elapsed % 60:02d}s"
 
 
 class Watcher:

@@ -7,6 +7,7 @@ study note, the HTML report, optuna-dashboard, and the best model's per-class ev
 - ``rows``: trials as rows; ``questions``: axes, groups, frontiers, learning curves
 - ``bootstrap`` / ``importance``: intervals; PED-ANOVA and fANOVA
 - ``figures`` / ``findings``: a figure and an answer per question
-- ``analysis`` / ``report`` / ``dashboard``: the study note, the HTML report, the dashboard
+- ``note``: the study note in named sections, as Markdown or HTML
+- ``analysis`` / ``report`` / ``dashboard``: analyze and save; the HTML report; the dashboard
 - ``evaluation``: the best trial retrained (seeded) and evaluated per class on the test set
 """

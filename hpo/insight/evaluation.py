@@ -12,20 +12,24 @@ one more training run, done once: the result is kept in the study (user attribut
 
 from __future__ import annotations
 
+import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import torch
+from sklearn import metrics
 
 from hpo.config.spec import StudySpec
 from hpo.coord.results import best_trial
 from hpo.coord.study import check_fingerprint
 from hpo.errors import HpoError
 from hpo.objective import to_config
+from hpo.tables import Table
 from hpo.train import data as data_module
 from hpo.train.data import CLASSES, Split
 from hpo.train.device import resolve_device
@@ -95,23 +99,30 @@ class Evaluation:
 
 
 def confusion_matrix(y_true: torch.Tensor, y_pred: torch.Tensor, n: int) -> list[list[int]]:
-    """Counts of (true, predicted) pairs, n x n."""
-    counts = torch.bincount(y_true.cpu() * n + y_pred.cpu(), minlength=n * n)
-    return counts.reshape(n, n).tolist()
+    """Counts of (true, predicted) pairs, n x n (sklearn's, with every class a row)."""
+    counts = metrics.confusion_matrix(y_true.cpu().numpy(), y_pred.cpu().numpy(), labels=range(n))
+    return counts.tolist()
 
 
 def scores(confusion: list[list[int]], classes: tuple[str, ...] = CLASSES) -> list[ClassScore]:
-    """Precision, recall and F1 per class from a confusion matrix (0 where undefined)."""
-    out = []
-    for k, name in enumerate(classes):
-        tp = confusion[k][k]
-        predicted = sum(row[k] for row in confusion)
-        actual = sum(confusion[k])
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / actual if actual else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        out.append(ClassScore(name, precision, recall, f1, actual))
-    return out
+    """Precision, recall and F1 per class from a confusion matrix (0 where undefined).
+
+    sklearn computes them from labels; the study keeps only the matrix, so each cell becomes one
+    (true, predicted) pair weighted by its count, which gives sklearn exactly the counts it
+    would have taken from the test set's labels.
+    """
+    truth, predicted = np.indices((len(classes), len(classes)))
+    precision, recall, f1, support = metrics.precision_recall_fscore_support(
+        truth.ravel(),
+        predicted.ravel(),
+        labels=range(len(classes)),
+        sample_weight=np.ravel(confusion),
+        zero_division=0,
+    )
+    return [
+        ClassScore(name, float(p), float(r), float(f), int(n))
+        for name, p, r, f, n in zip(classes, precision, recall, f1, support, strict=True)
+    ]
 
 
 @torch.inference_mode()
@@ -198,21 +209,36 @@ def evaluate_best(
     return found
 
 
+def per_class_table(ev: Evaluation) -> Table:
+    """Precision, recall, F1 and support per class: the same table in the terminal and note."""
+    return Table(
+        ("class", "precision", "recall", "F1", "support"),
+        (
+            (s.name, f"{s.precision:.3f}", f"{s.recall:.3f}", f"{s.f1:.3f}", s.support)
+            for s in ev.per_class
+        ),
+    )
+
+
+def confusion_table(ev: Evaluation) -> Table:
+    """The confusion matrix; rows are numbered classes, columns the same numbers (width)."""
+    return Table(
+        ("true \\ predicted", *map(str, range(len(ev.classes)))),
+        (
+            (f"{k} {name}", *row)
+            for k, (name, row) in enumerate(zip(ev.classes, ev.confusion, strict=True))
+        ),
+    )
+
+
 def render(ev: Evaluation) -> str:
-    """Per-class scores and the confusion matrix as plain text."""
-    width = max(len(c) for c in ev.classes)
-    lines = [
-        f"test set, {ev.source()}:",
-        f"  {'class':<{width}}  precision  recall     f1  support",
-    ]
-    lines += [
-        f"  {s.name:<{width}}  {s.precision:9.3f}  {s.recall:6.3f}  {s.f1:5.3f}  {s.support:7d}"
-        for s in ev.per_class
-    ]
-    lines.append(f"  {'accuracy':<{width}}  {ev.test_accuracy:25.4f}")
-    lines.append("confusion matrix (rows: true class, columns: predicted, in class order):")
-    lines += [
-        f"  {name:<{width}} " + "".join(f"{v:6d}" for v in row)
-        for name, row in zip(ev.classes, ev.confusion, strict=True)
-    ]
-    return "\n".join(lines)
+    """Per-class scores, the test accuracy and the confusion matrix, as plain text."""
+    return "\n".join(
+        [
+            f"test set, {ev.source()}:",
+            textwrap.indent(per_class_table(ev).render(), "  "),
+            f"  accuracy {ev.test_accuracy:.4f}",
+            "confusion matrix (rows: true class, columns: predicted class, by number):",
+            textwrap.indent(confusion_table(ev).render(), "  "),
+        ]
+    )

@@ -21,6 +21,7 @@ from hpo.insight.questions import MIN_TRIALS, Question, curve_means, pareto
 from hpo.insight.rows import Row, complete
 
 TEMPLATE = "plotly_white"
+CONFUSION_ID = "hpo-best-confusion"  # the best model's confusion matrix, when it was evaluated
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
 
 
@@ -50,23 +51,23 @@ def notice(question: Question, message: str) -> go.Figure:
     return fig
 
 
-def heatmap(question: Question, table: Sequence[Row]) -> go.Figure:
+def heatmap(question: Question, rows: Sequence[Row]) -> go.Figure:
     """Mean and best validation accuracy over the question's two axes, n per cell."""
     assert question.x is not None and question.y is not None
     x, y = question.x, question.y
-    rows = [
+    used = [
         r
-        for r in complete(question.trials(table))
+        for r in complete(question.trials(rows))
         if r.get(x.key) is not None and r.get(y.key) is not None
     ]
     where = f" ({question.where})" if question.where else ""
-    if len(rows) < MIN_TRIALS:
+    if len(used) < MIN_TRIALS:
         return notice(
             question,
             f"{MIN_TRIALS} complete trials{where} with {x.key} and {y.key} needed, "
-            f"the study has {len(rows)}",
+            f"the study has {len(used)}",
         )
-    xs, ys = x.split(rows), y.split(rows)
+    xs, ys = x.split(used), y.split(used)
     if len(xs) < 2 and len(ys) < 2:
         return notice(question, f"{x.key} and {y.key} each take one value here: nothing to compare")
     mean = np.full((len(ys), len(xs)), np.nan)
@@ -108,7 +109,7 @@ def heatmap(question: Question, table: Sequence[Row]) -> go.Figure:
     fig.update_yaxes(title_text=y.label, row=1, col=1)
     bar = {"thickness": 10, "len": 0.8}
     fig.update_layout(
-        title=_title(question, f"{len(rows)} complete trials{where}"),
+        title=_title(question, f"{len(used)} complete trials{where}"),
         template=TEMPLATE,
         coloraxis={"colorscale": "Viridis", "colorbar": {**bar, "x": 0.44}},
         coloraxis2={"colorscale": "Viridis", "colorbar": {**bar, "x": 1.0}},
@@ -117,13 +118,13 @@ def heatmap(question: Question, table: Sequence[Row]) -> go.Figure:
     return fig
 
 
-def learning_curves(table: Sequence[Row]) -> go.Figure:
+def learning_curves(rows: Sequence[Row]) -> go.Figure:
     """Validation accuracy per epoch, one colour per size group: trials and their mean (95% CI)."""
     question = q.CURVES
-    rows = [r for r in complete(table) if r.curve and r.n_params]
-    if len(rows) < MIN_TRIALS:
-        return notice(question, f"{MIN_TRIALS} complete trials needed, the study has {len(rows)}")
-    groups = q.SIZE.split(rows)
+    used = [r for r in complete(rows) if r.curve and r.n_params]
+    if len(used) < MIN_TRIALS:
+        return notice(question, f"{MIN_TRIALS} complete trials needed, the study has {len(used)}")
+    groups = q.SIZE.split(used)
     if len(groups) < 2:
         return notice(question, "every complete trial has the same parameter count")
     fig = go.Figure()
@@ -174,7 +175,7 @@ def learning_curves(table: Sequence[Row]) -> go.Figure:
             )
         )
     fig.update_layout(
-        title=_title(question, f"{len(rows)} complete trials; mean with 95% bootstrap band"),
+        title=_title(question, f"{len(used)} complete trials; mean with 95% bootstrap band"),
         template=TEMPLATE,
         xaxis_title="epoch",
         yaxis_title="val_accuracy",
@@ -184,19 +185,19 @@ def learning_curves(table: Sequence[Row]) -> go.Figure:
     return fig
 
 
-def frontier(table: Sequence[Row]) -> go.Figure:
+def frontier(rows: Sequence[Row]) -> go.Figure:
     """Validation accuracy against parameter count and training time, frontier drawn."""
     question = q.FRONTIER
-    rows = [r for r in complete(table) if r.n_params and r.train_seconds]
-    if len(rows) < MIN_TRIALS:
-        return notice(question, f"{MIN_TRIALS} complete trials needed, the study has {len(rows)}")
+    used = [r for r in complete(rows) if r.n_params and r.train_seconds]
+    if len(used) < MIN_TRIALS:
+        return notice(question, f"{MIN_TRIALS} complete trials needed, the study has {len(used)}")
     costs = (("n_params", "parameters"), ("train_seconds", "training seconds"))
     fig = make_subplots(1, 2, subplot_titles=[label for _, label in costs], shared_yaxes=True)
-    depths = sorted({r.get("depth") for r in rows})
+    depths = sorted({r.get("depth") for r in used})
     for col, (cost, label) in enumerate(costs, start=1):
         for i, depth in enumerate(depths):
             color = COLORS[i % len(COLORS)]
-            group = [r for r in rows if r.get("depth") == depth]
+            group = [r for r in used if r.get("depth") == depth]
             fig.add_trace(
                 go.Scatter(
                     x=[r.get(cost) for r in group],
@@ -213,7 +214,7 @@ def frontier(table: Sequence[Row]) -> go.Figure:
                 1,
                 col,
             )
-        front = pareto(rows, cost)
+        front = pareto(used, cost)
         fig.add_trace(
             go.Scatter(
                 x=[r.get(cost) for r in front],
@@ -231,7 +232,7 @@ def frontier(table: Sequence[Row]) -> go.Figure:
         fig.update_xaxes(title_text=label, type="log", row=1, col=col)
     fig.update_yaxes(title_text="val_accuracy", row=1, col=1)
     fig.update_layout(
-        title=_title(question, f"{len(rows)} complete trials"),
+        title=_title(question, f"{len(used)} complete trials"),
         template=TEMPLATE,
         margin={"t": 90},
     )
@@ -318,10 +319,10 @@ def confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str], detail: s
     return fig
 
 
-def all_figures(table: Sequence[Row], results: Sequence[Importance]) -> dict[str, go.Figure]:
+def all_figures(rows: Sequence[Row], results: Sequence[Importance]) -> dict[str, go.Figure]:
     """Every question's figure, keyed by the question's id (also the dashboard's graph id)."""
     figures = {q.IMPORTANCE.id: importance(results)}
-    figures.update({question.id: heatmap(question, table) for question in q.HEATMAPS})
-    figures[q.CURVES.id] = learning_curves(table)
-    figures[q.FRONTIER.id] = frontier(table)
+    figures.update({question.id: heatmap(question, rows) for question in q.HEATMAPS})
+    figures[q.CURVES.id] = learning_curves(rows)
+    figures[q.FRONTIER.id] = frontier(rows)
     return figures

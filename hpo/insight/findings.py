@@ -42,20 +42,20 @@ def _too_few(question: Question, rows: Sequence[Row], what: str = "complete tria
     return Finding(question, len(rows), f"not enough data: {len(rows)} {what}, {MIN_TRIALS} needed")
 
 
-def _usable(question: Question, table: Sequence[Row], *keys: str) -> list[Row]:
-    rows = complete(question.trials(table))
-    return [r for r in rows if all(r.get(k) is not None for k in keys)]
+def _usable(question: Question, rows: Sequence[Row], *keys: str) -> list[Row]:
+    used = complete(question.trials(rows))
+    return [r for r in used if all(r.get(k) is not None for k in keys)]
 
 
-def balance(table: Sequence[Row]) -> Finding:
+def balance(rows: Sequence[Row]) -> Finding:
     """Balanced (units_1 == units_2) against unbalanced two-layer networks."""
     question = q.BALANCE
-    rows = _usable(question, table, "units_1", "units_2")
-    if len(rows) < MIN_TRIALS:
-        return _too_few(question, rows, "complete two-layer trials")
-    bal = [r for r in rows if r.get("units_1") == r.get("units_2")]
-    wide = [r for r in rows if r.get("units_1") > r.get("units_2")]
-    narrow = [r for r in rows if r.get("units_1") < r.get("units_2")]
+    used = _usable(question, rows, "units_1", "units_2")
+    if len(used) < MIN_TRIALS:
+        return _too_few(question, used, "complete two-layer trials")
+    bal = [r for r in used if r.get("units_1") == r.get("units_2")]
+    wide = [r for r in used if r.get("units_1") > r.get("units_2")]
+    narrow = [r for r in used if r.get("units_1") < r.get("units_2")]
     details = [
         f"{name}: {mean_ci(_acc(g)).pct()}, mean {fmt(sum(r.n_params or 0 for r in g) / len(g))} "
         "params"
@@ -75,41 +75,41 @@ def balance(table: Sequence[Row]) -> Finding:
             d, "wider better", "narrower better"
         )
     details.append("group sizes differ in parameter count too; compare cells in the heatmap")
-    return Finding(question, len(rows), answer, details)
+    return Finding(question, len(used), answer, details)
 
 
-def depth(table: Sequence[Row]) -> Finding:
+def depth(rows: Sequence[Row]) -> Finding:
     """Each depth's accuracy, and deeper against one hidden layer."""
     question = q.DEPTH
-    rows = _usable(question, table, "depth")
-    if len(rows) < MIN_TRIALS:
-        return _too_few(question, rows)
-    levels = question.y.split(rows) if question.y else []
+    used = _usable(question, rows, "depth")
+    if len(used) < MIN_TRIALS:
+        return _too_few(question, used)
+    levels = question.y.split(used) if question.y else []
     details = [
         f"depth {label}: {mean_ci(_acc(g)).pct()}, best {max(_acc(g)):.4f}" for label, g in levels
     ]
     if len(levels) < 2:
-        return Finding(question, len(rows), "only one depth was tried", details)
+        return Finding(question, len(used), "only one depth was tried", details)
     (base_label, base), parts = levels[0], []
     for label, group in levels[1:]:
         if len(group) >= 2 and len(base) >= 2:
             d = diff_ci(_acc(group), _acc(base))
             parts.append(f"depth {label} vs {base_label}: " + _verdict(d, "deeper better", "worse"))
     answer = "; ".join(parts) or "too few trials per depth (need 2 each) to compare"
-    return Finding(question, len(rows), answer, details)
+    return Finding(question, len(used), answer, details)
 
 
-def batch_size(table: Sequence[Row]) -> Finding:
+def batch_size(rows: Sequence[Row]) -> Finding:
     """Smallest against largest batch within each size group, and whether that gap grows."""
     question = q.BATCH
-    rows = _usable(question, table, "batch_size", "n_params")
-    if len(rows) < MIN_TRIALS:
-        return _too_few(question, rows)
-    if len({r.get("batch_size") for r in rows}) < 2:
-        return Finding(question, len(rows), "only one batch size was tried")
+    used = _usable(question, rows, "batch_size", "n_params")
+    if len(used) < MIN_TRIALS:
+        return _too_few(question, used)
+    if len({r.get("batch_size") for r in used}) < 2:
+        return Finding(question, len(used), "only one batch size was tried")
     gaps: list[tuple[str, list[float], list[float]]] = []
     details = []
-    for label, group in q.SIZE.split(rows):
+    for label, group in q.SIZE.split(used):
         batches = q.BATCH.y.split(group) if q.BATCH.y else []
         if len(batches) < 2:
             continue
@@ -124,40 +124,40 @@ def batch_size(table: Sequence[Row]) -> Finding:
             )
     if len(gaps) < 2:
         answer = "too few trials per size and batch size (2 each needed) to tell"
-        return Finding(question, len(rows), answer, details)
+        return Finding(question, len(used), answer, details)
     (s_label, s_small, s_large), (l_label, l_small, l_large) = gaps[0], gaps[-1]
     inter = contrast_ci([l_small, l_large, s_small, s_large], [1, -1, -1, 1])
     answer = f"small-batch advantage in {l_label} vs {s_label} params: " + _verdict(
         inter, "larger networks gain more from small batches", "they gain less"
     )
-    return Finding(question, len(rows), answer, details)
+    return Finding(question, len(used), answer, details)
 
 
-def curves(table: Sequence[Row], pruned: int = 0) -> Finding:
+def curves(rows: Sequence[Row], pruned: int = 0) -> Finding:
     """Where the largest networks' mean curve passes the smallest networks'."""
     question = q.CURVES
-    rows = [r for r in complete(table) if r.curve and r.n_params]
-    if len(rows) < MIN_TRIALS:
-        return _too_few(question, rows)
-    groups = q.SIZE.split(rows)
+    used = [r for r in complete(rows) if r.curve and r.n_params]
+    if len(used) < MIN_TRIALS:
+        return _too_few(question, used)
+    groups = q.SIZE.split(used)
     caveat = (
         [f"{pruned} pruned trials are left out: the pruner stops slow starters early"]
         if pruned
         else []
     )
     if len(groups) < 2:
-        return Finding(question, len(rows), "every trial has the same size", caveat)
+        return Finding(question, len(used), "every trial has the same size", caveat)
     (s_label, small), (l_label, large) = groups[0], groups[-1]
     s_means = dict(zip(*curve_means(small), strict=True))
     l_means = dict(zip(*curve_means(large), strict=True))
     common = sorted(set(s_means) & set(l_means))
     if not common:
-        return Finding(question, len(rows), "too few trials per size group (2 needed)", caveat)
+        return Finding(question, len(used), "too few trials per size group (2 needed)", caveat)
     if len(common) < 2:
         answer = (
             "the curves are one epoch long (with 2+ trials per size group): nothing to overtake"
         )
-        return Finding(question, len(rows), answer, caveat)
+        return Finding(question, len(used), answer, caveat)
     gap = {e: l_means[e].value - s_means[e].value for e in common}
     ahead = [e for e in common if all(gap[k] > 0 for k in common if k >= e)]
     first, last = common[0], common[-1]
@@ -176,19 +176,19 @@ def curves(table: Sequence[Row], pruned: int = 0) -> Finding:
         answer = f"{who}: the large networks lead from epoch {first} on; no late overtaking"
     else:
         answer = f"{who}: the large networks overtake at epoch {ahead[0]} and stay ahead"
-    return Finding(question, len(rows), answer, details + caveat)
+    return Finding(question, len(used), answer, details + caveat)
 
 
-def lr_optimizer(table: Sequence[Row]) -> Finding:
+def lr_optimizer(rows: Sequence[Row]) -> Finding:
     """For each optimizer, the learning-rate bin with the best mean accuracy."""
     question = q.LR
-    rows = _usable(question, table, "lr", "optimizer")
-    if len(rows) < MIN_TRIALS:
-        return _too_few(question, rows)
+    used = _usable(question, rows, "lr", "optimizer")
+    if len(used) < MIN_TRIALS:
+        return _too_few(question, used)
     assert question.x is not None and question.y is not None
-    bins = question.x.split(rows)
+    bins = question.x.split(used)
     parts, details = [], []
-    for optimizer, group in question.y.split(rows):
+    for optimizer, group in question.y.split(used):
         numbers = {r.number for r in group}
         cells = [(label, [r for r in b if r.number in numbers]) for label, b in bins]
         cells = [(label, c) for label, c in cells if c]
@@ -198,18 +198,18 @@ def lr_optimizer(table: Sequence[Row]) -> Finding:
     answer = "; ".join(parts)
     if len(bins) == 1:
         answer = f"only lr {bins[0][0]} was tried: {answer}"
-    return Finding(question, len(rows), answer, details)
+    return Finding(question, len(used), answer, details)
 
 
-def frontier(table: Sequence[Row]) -> Finding:
+def frontier(rows: Sequence[Row]) -> Finding:
     """Accuracy bought per doubling of parameters and of training time along the frontier."""
     question = q.FRONTIER
-    rows = [r for r in complete(table) if r.n_params and r.train_seconds]
-    if len(rows) < MIN_TRIALS:
-        return _too_few(question, rows)
+    used = [r for r in complete(rows) if r.n_params and r.train_seconds]
+    if len(used) < MIN_TRIALS:
+        return _too_few(question, used)
     parts, details = [], []
     for cost, unit in (("n_params", "params"), ("train_seconds", "s")):
-        front = pareto(rows, cost)
+        front = pareto(used, cost)
         cheap, best = front[0], front[-1]
         points = ", ".join(f"{fmt(r.get(cost))} {unit} → {r.val_accuracy:.4f}" for r in front)
         details.append(f"frontier by {unit}: {points}")
@@ -224,18 +224,17 @@ def frontier(table: Sequence[Row]) -> Finding:
         )
     details.append("each point is one run with one seed; seed-to-seed spread is not measured")
     details.append("training seconds are wall-clock: they depend on threads and machine load")
-    return Finding(question, len(rows), "; ".join(parts), details)
+    return Finding(question, len(used), "; ".join(parts), details)
 
 
-def all_findings(table: Sequence[Row]) -> list[Finding]:
-    """One finding per question, in the order of :data:`hpo.insight.questions.ALL`
-    (importance aside)."""
-    pruned = sum(1 for r in table if r.state == "PRUNED")
+def all_findings(rows: Sequence[Row]) -> list[Finding]:
+    """One finding per question (importance aside: the note says it with a table)."""
+    pruned = sum(1 for r in rows if r.state == "PRUNED")
     return [
-        balance(table),
-        depth(table),
-        batch_size(table),
-        curves(table, pruned),
-        lr_optimizer(table),
-        frontier(table),
+        balance(rows),
+        depth(rows),
+        batch_size(rows),
+        curves(rows, pruned),
+        lr_optimizer(rows),
+        frontier(rows),
     ]

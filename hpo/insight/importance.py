@@ -131,29 +131,30 @@ def _ped_anova(direction, trials: list[FrozenTrial], which: str) -> Importance:
     # there, so small studies use a larger quantile than the default 10%.
     quantile = min(0.5, max(0.1, 5 / len(trials)))
     evaluator = PedAnovaImportanceEvaluator(target_quantile=quantile)
+    values = _evaluate(direction, trials, evaluator)
+    note = f"top {quantile:.0%} of trials vs all; conditional parameters handled natively"
+    return Importance("PED-ANOVA", which, len(trials), values, note)
+
+
+def _fanova(direction, trials: list[FrozenTrial], which: str, seed: int) -> Importance:
+    filled, imputed, dropped = impute_absent(trials)
+    values = _evaluate(direction, filled, FanovaImportanceEvaluator(seed=seed))
+    parts = [f"{', '.join(imputed)} = 0 where absent"] if imputed else []
+    parts += (
+        [f"{', '.join(dropped)} left out (log-scaled, absent in some trials)"] if dropped else []
+    )
+    return Importance("fANOVA", which, len(trials), values, "; ".join(parts))
+
+
+def _evaluate(
+    direction: optuna.study.StudyDirection,
+    trials: list[FrozenTrial],
+    evaluator: optuna.importance.BaseImportanceEvaluator,
+) -> dict[str, float]:
+    """Optuna's importances of ``trials`` by ``evaluator``, as plain floats."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         values = optuna.importance.get_param_importances(
             _in_memory(direction, trials), evaluator=evaluator
         )
-    note = f"top {quantile:.0%} of trials vs all; conditional parameters handled natively"
-    return Importance("PED-ANOVA", which, len(trials), _floats(values), note)
-
-
-def _fanova(direction, trials: list[FrozenTrial], which: str, seed: int) -> Importance:
-    filled, imputed, dropped = impute_absent(trials)
-    evaluator = FanovaImportanceEvaluator(seed=seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        values = optuna.importance.get_param_importances(
-            _in_memory(direction, filled), evaluator=evaluator
-        )
-    parts = [f"{', '.join(imputed)} = 0 where absent"] if imputed else []
-    parts += (
-        [f"{', '.join(dropped)} left out (log-scaled, absent in some trials)"] if dropped else []
-    )
-    return Importance("fANOVA", which, len(trials), _floats(values), "; ".join(parts))
-
-
-def _floats(values: dict[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in values.items()}

@@ -28,9 +28,9 @@ class Axis:
     label: str
     n_bins: int = 0
 
-    def split(self, table: Sequence[Row]) -> list[tuple[str, list[Row]]]:
+    def split(self, rows: Sequence[Row]) -> list[tuple[str, list[Row]]]:
         """Non-empty levels in order, each with its rows; rows without ``key`` are left out."""
-        having = [r for r in table if r.get(self.key) is not None]
+        having = [r for r in rows if r.get(self.key) is not None]
         if not having:
             return []
         if self.n_bins:
@@ -72,10 +72,10 @@ class Question:
     where: str = ""  # which trials it is about, in words
     only_depth: int | None = None
 
-    def trials(self, table: Sequence[Row]) -> list[Row]:
+    def trials(self, rows: Sequence[Row]) -> list[Row]:
         if self.only_depth is None:
-            return list(table)
-        return [r for r in table if r.get("depth") == self.only_depth]
+            return list(rows)
+        return [r for r in rows if r.get("depth") == self.only_depth]
 
 
 UNITS_1 = Axis("units_1", "units_1 (first hidden layer)")

@@ -19,17 +19,10 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from hpo.coord.storage import mask
-from hpo.insight import questions as q
-from hpo.insight.analysis import (
-    CONFUSION_ID,
-    Analysis,
-    Block,
-    best_blocks,
-    finding_blocks,
-    importance_blocks,
-    summary_blocks,
-)
+from hpo.insight.analysis import Analysis
+from hpo.insight.note import FINDINGS_TITLE, Section, render
 from hpo.insight.questions import fmt
+from hpo.tables import Table
 
 PACKAGES = ("hpo", "torch", "optuna", "optuna-dashboard", "plotly", "numpy", "scikit-learn")
 STYLE = """
@@ -43,31 +36,8 @@ h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 2em; }
 """
 
 
-def render_blocks(blocks: list[Block]) -> str:
-    """HTML for note blocks (text is escaped; hpo writes no markup into them)."""
-    out = []
-    for b in blocks:
-        if b.kind == "h":
-            out.append(f"<h3>{html.escape(b.text)}</h3>")
-        elif b.kind == "p":
-            out.append(f"<p>{html.escape(b.text)}</p>")
-        elif b.kind == "ul":
-            out.append("<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in b.items) + "</ul>")
-        else:
-            out.append(table(b.header, b.rows))
-    return "\n".join(out)
-
-
-def table(header: tuple[str, ...], rows: tuple[tuple[str, ...], ...]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def figure(analysis: Analysis, graph_id: str) -> str:
-    fig = analysis.figures.get(graph_id)
+def figure(analysis: Analysis, graph_id: str | None) -> str:
+    fig = analysis.figures.get(graph_id) if graph_id is not None else None
     if fig is None:
         return ""
     div = pio.to_html(
@@ -76,7 +46,7 @@ def figure(analysis: Analysis, graph_id: str) -> str:
     return f'<div class="figure">{div}</div>'
 
 
-def environment(analysis: Analysis, url: str) -> list[tuple[str, str]]:
+def environment(analysis: Analysis, url: str) -> Table:
     """Versions, machine and device: what a reader needs to judge or reproduce the numbers."""
     import torch
 
@@ -90,9 +60,8 @@ def environment(analysis: Analysis, url: str) -> list[tuple[str, str]]:
         ("storage", mask(url)),
     ]
     if analysis.evaluation is not None:
-        ev = analysis.evaluation
-        rows.append(("best model", ev.source()))
-    return rows
+        rows.append(("best model", analysis.evaluation.source()))
+    return Table((), rows)
 
 
 def _version(package: str) -> str:
@@ -121,21 +90,7 @@ def study_file(analysis: Analysis) -> str:
     return f"<p>resolved study (file not found)</p><pre>{html.escape(resolved, quote=False)}</pre>"
 
 
-def trials_table(analysis: Analysis) -> str:
-    rows = tuple(
-        (
-            f"#{r.number}",
-            r.state,
-            f"{r.value:.4f}" if r.value is not None else "",
-            f"{r.test_accuracy:.4f}" if r.test_accuracy is not None else "",
-            r.label(),
-            str(r.get("epochs")),
-            str(len(r.curve)),
-            fmt(r.n_params) if r.n_params else "",
-            f"{r.train_seconds:.1f}" if r.train_seconds else "",
-        )
-        for r in analysis.table
-    )
+def trials_table(analysis: Analysis) -> Table:
     header = (
         "trial",
         "state",
@@ -147,24 +102,41 @@ def trials_table(analysis: Analysis) -> str:
         "params",
         "train s",
     )
-    return table(header, rows)
+    return Table(
+        header,
+        (
+            (
+                f"#{r.number}",
+                r.state,
+                f"{r.value:.4f}" if r.value is not None else "",
+                f"{r.test_accuracy:.4f}" if r.test_accuracy is not None else "",
+                r.label(),
+                str(r.get("epochs")),
+                str(len(r.curve)),
+                fmt(r.n_params) if r.n_params else "",
+                f"{r.train_seconds:.1f}" if r.train_seconds else "",
+            )
+            for r in analysis.rows
+        ),
+    )
+
+
+def section(analysis: Analysis, part: Section, heading: str = "h2") -> str:
+    """A note section under its own heading, with its figure after it."""
+    title = f"<{heading}>{html.escape(part.title)}</{heading}>"
+    return "\n".join([title, render(part.blocks, "html"), figure(analysis, part.figure)])
 
 
 def build(analysis: Analysis, url: str) -> str:
     """The report as one HTML string."""
-    parts = [render_blocks(summary_blocks(analysis)[1:])]  # the page has its own title
-    parts.append("<h2>Best trial</h2>" + render_blocks(best_blocks(analysis)[1:]))
-    parts.append(figure(analysis, CONFUSION_ID))
-    parts.append("<h2>Importance</h2>" + render_blocks(importance_blocks(analysis.importances)[1:]))
-    parts.append(figure(analysis, q.IMPORTANCE.id))
-    parts.append("<h2>What the data shows</h2>")
-    for finding in analysis.findings:
-        parts.append(f"<h3>{html.escape(finding.question.title)}</h3>")
-        parts.append(render_blocks(finding_blocks(finding)))
-        parts.append(figure(analysis, finding.question.id))
-    parts.append(f"<h2>Finished trials</h2>{trials_table(analysis)}")
+    note = analysis.note
+    parts = [render(note.summary, "html")]  # the page has its own title
+    parts += [section(analysis, note.best), section(analysis, note.importance)]
+    parts.append(f"<h2>{html.escape(FINDINGS_TITLE)}</h2>")
+    parts += [section(analysis, finding, "h3") for finding in note.findings]
+    parts.append(f"<h2>Finished trials</h2>{trials_table(analysis).render('html')}")
     parts.append(f"<h2>Study file</h2>{study_file(analysis)}")
-    parts.append(f"<h2>Environment</h2>{table(('', ''), tuple(environment(analysis, url)))}")
+    parts.append(f"<h2>Environment</h2>{environment(analysis, url).render('html')}")
     title = html.escape(f"hpo report: {analysis.study}")
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'

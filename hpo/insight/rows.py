@@ -67,18 +67,18 @@ def to_row(trial: FrozenTrial) -> Row:
     )
 
 
-def rows(study: optuna.Study, states: Iterable[TrialState] = FINISHED) -> list[Row]:
+def read_rows(study: optuna.Study, states: Iterable[TrialState] = FINISHED) -> list[Row]:
     """Rows for the study's trials in ``states`` that measured something, by trial number."""
     trials = study.get_trials(deepcopy=False, states=tuple(states))
     return [to_row(t) for t in sorted(trials, key=lambda t: t.number) if t.user_attrs.get("config")]
 
 
-def complete(table: Iterable[Row]) -> list[Row]:
+def complete(rows: Iterable[Row]) -> list[Row]:
     """The rows of trials that trained to the end (comparable with each other)."""
-    return [r for r in table if r.complete and r.val_accuracy is not None]
+    return [r for r in rows if r.complete and r.val_accuracy is not None]
 
 
-def top(table: Iterable[Row], n: int, maximize: bool) -> list[Row]:
+def top(rows: Iterable[Row], n: int, maximize: bool) -> list[Row]:
     """The ``n`` best complete rows by the study's metric."""
-    done = [r for r in complete(table) if r.value is not None]
+    done = [r for r in complete(rows) if r.value is not None]
     return sorted(done, key=lambda r: (-r.value if maximize else r.value, r.number))[:n]
