@@ -16,7 +16,8 @@ the sum of the absolute values of the Linear layers' weights (not biases).
   option, any torch.
 
 The trainer picks one per run (:func:`hpo.train.trainer.choose_path`), and
-``tests/test_equivalence.py`` holds the two equal, up to float rounding, over every option.
+``tests/test_equivalence.py`` holds the two equal, up to float rounding, over every pair of
+options (a pairwise cover of their product).
 """
 
 from __future__ import annotations
