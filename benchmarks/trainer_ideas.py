@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-import hpo.train.trainer
+import hpo.train.steps
 from benchmarks.trainer import (
     REFERENCE,
     Seconds,
@@ -100,13 +100,13 @@ def backprop_per_tensor(data: Dataset) -> None:
 
 
 def without_direct_step(loop: Callable[[], object]) -> None:
-    """Run ``loop`` with hpo's trainer calling ``optimizer.step()`` instead of the kernel."""
-    original = hpo.train.trainer.direct_step
-    hpo.train.trainer.direct_step = lambda optimizer: optimizer.step
+    """Run ``loop`` with hpo's fast step calling ``optimizer.step()`` instead of the kernel."""
+    original = hpo.train.steps.direct_step
+    hpo.train.steps.direct_step = lambda optimizer: optimizer.step
     try:
         loop()
     finally:
-        hpo.train.trainer.direct_step = original
+        hpo.train.steps.direct_step = original
 
 
 def threads(count: int, loop: Callable[[], object]) -> None:
@@ -145,6 +145,9 @@ def training_variants(data: Dataset) -> dict[str, Callable[[], object]]:
             replace(ONE_EPOCH, l1=1e-5), data
         ),
         "  same on 2 threads": lambda: threads(2, lambda: train(ONE_EPOCH, data)),
+        "  same, its autograd path (fast_path=False)": lambda: train(
+            replace(ONE_EPOCH, fast_path=False), data
+        ),
     }
 
 

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hpo.train.activations import ACTIVATIONS
 from hpo.train.backprop import Backprop, blocks
 from hpo.train.model import build_mlp, flatten_parameters
 
@@ -13,9 +14,7 @@ def autograd_loss(model: nn.Sequential, x: torch.Tensor, y: torch.Tensor, l1: fl
     """The same network and loss through autograd, drawing dropout masks in the same order."""
     h = x
     for block in blocks(model)[:-1]:
-        h = {"relu": F.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "gelu": F.gelu}[
-            block.activation
-        ](block.linear(h))
+        h = ACTIVATIONS[block.activation].module()(block.linear(h))  # autograd's, not the table's
         if block.dropout > 0:
             keep = 1 - block.dropout
             h = h * torch.empty_like(h).bernoulli_(keep).div_(keep)
@@ -23,7 +22,7 @@ def autograd_loss(model: nn.Sequential, x: torch.Tensor, y: torch.Tensor, l1: fl
     return loss + l1 * sum(b.linear.weight.abs().sum() for b in blocks(model))
 
 
-@pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "gelu"])
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
 @pytest.mark.parametrize(("dropout", "l1"), [(0.0, 0.0), (0.3, 0.0), (0.0, 1e-3), (0.5, 1e-2)])
 def test_gradients_match_autograd(activation, dropout, l1):
     torch.manual_seed(0)
@@ -68,6 +67,14 @@ def test_blocks_reads_back_the_architecture_and_rejects_others():
         blocks(nn.Sequential(nn.Linear(784, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 10)))
     with pytest.raises(ValueError, match="not a build_mlp network"):
         blocks(nn.Sequential(nn.Linear(784, 8), nn.ReLU()))
+    # Layers that look like build_mlp's but would need another backward pass:
+    for odd in (nn.GELU(approximate="tanh"), nn.LeakyReLU(), nn.Identity()):
+        with pytest.raises(ValueError, match="not a build_mlp network"):
+            blocks(nn.Sequential(nn.Linear(784, 8), odd, nn.Linear(8, 10)))
+    with pytest.raises(ValueError, match="not a build_mlp network"):
+        blocks(nn.Sequential(nn.Linear(784, 8, bias=False), nn.ReLU(), nn.Linear(8, 10)))
+    with pytest.raises(ValueError, match="not a Sequential"):
+        blocks(nn.Linear(784, 10))
 
 
 def test_flat_parameters_are_the_models():

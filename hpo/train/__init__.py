@@ -5,7 +5,10 @@ This package knows nothing of Optuna, storage or study files: the trainer takes 
 metrics. It imports only torch (and :mod:`hpo.errors`); a test holds it to that.
 
 - ``data``: find, load and split Fashion-MNIST; ``device``: where to train, how many threads
-- ``model``: the MLP; ``optimizers``: name → optimizer factory
-- ``trainer``: the loop; ``backprop``: its fast path (the MLP's step written out by hand);
-  ``graphs``: an epoch recorded as a CUDA graph (opt-in)
+- ``model``: the MLP; ``activations``: one table entry per activation (module, forward,
+  backward, init gain); ``optimizers``: name → optimizer factory
+- ``trainer``: config, result, the run's epochs and stopping, and the choice of step;
+  ``epochs``: one epoch of shuffled batches; ``steps``: a training step, fast or autograd;
+  ``backprop``: the fast step's gradients written out by hand; ``graphs``: an epoch recorded
+  as a CUDA graph (opt-in)
 """

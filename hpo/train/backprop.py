@@ -7,35 +7,23 @@ small trainings. ``build_mlp`` networks have one fixed shape
 (Linear → activation → optional dropout, then a Linear to the logits), so their backward pass
 is a dozen tensor operations that write straight into each parameter's ``.grad``, which is
 allocated once and overwritten every step (no ``zero_grad``). Any ``torch.optim`` optimizer
-then steps as usual. ``tests/test_backprop.py`` checks every gradient against autograd.
+then steps as usual. Each activation's forward and backward come from
+:data:`hpo.train.activations.ACTIVATIONS`. :func:`blocks` rejects any other network, and the
+trainer then trains it through autograd (:func:`hpo.train.trainer.choose_path`).
+``tests/test_backprop.py`` checks every gradient against autograd.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hpo.train.model import ACTIVATIONS
+from hpo.train.activations import ACTIVATIONS
 
-aten = torch.ops.aten
-FORWARD: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "relu": torch.relu,
-    "tanh": torch.tanh,
-    "sigmoid": torch.sigmoid,
-    "gelu": F.gelu,
-}
-# name → backward(grad of the activation's output, its input z, its output a) → grad of z
-BACKWARD: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "relu": lambda d, z, a: aten.threshold_backward(d, a, 0),
-    "tanh": lambda d, z, a: aten.tanh_backward(d, a),
-    "sigmoid": lambda d, z, a: aten.sigmoid_backward(d, a),
-    "gelu": lambda d, z, a: aten.gelu_backward(d, z),
-}
-_NAMES = {cls: name for name, cls in ACTIVATIONS.items()}
+_NAMES = {activation.module: name for name, activation in ACTIVATIONS.items()}
 
 
 @dataclass(frozen=True)
@@ -47,21 +35,35 @@ class Block:
     dropout: float = 0.0
 
 
-def blocks(model: nn.Sequential) -> list[Block]:
-    """Read a :func:`~hpo.train.model.build_mlp` network back as blocks (rejects anything else)."""
+def blocks(model: nn.Module) -> list[Block]:
+    """Read a :func:`~hpo.train.model.build_mlp` network back as blocks (rejects anything else).
+
+    Raises:
+        ValueError: ``model`` is not a ``Sequential`` of exactly the layers ``build_mlp`` makes
+            (a Linear without bias, a subclass, or an activation configured differently from
+            its table entry, such as ``GELU(approximate="tanh")``, is another network).
+    """
+    if not isinstance(model, nn.Sequential):
+        raise ValueError(f"not a build_mlp network: a {type(model).__name__}, not a Sequential")
     found: list[dict] = []
     for layer in model:
-        if isinstance(layer, nn.Linear):
+        if type(layer) is nn.Linear and layer.bias is not None:
             found.append({"linear": layer})
-        elif found and type(layer) in _NAMES and "activation" not in found[-1]:
+        elif found and _is_table_activation(layer) and "activation" not in found[-1]:
             found[-1]["activation"] = _NAMES[type(layer)]
-        elif found and isinstance(layer, nn.Dropout) and "activation" in found[-1]:
+        elif found and type(layer) is nn.Dropout and "activation" in found[-1]:
             found[-1]["dropout"] = float(layer.p)
         else:
             raise ValueError(f"not a build_mlp network: unexpected {layer!r}")
     if not found or any("activation" not in b for b in found[:-1]) or "activation" in found[-1]:
         raise ValueError("not a build_mlp network: expected Linear → activation blocks")
     return [Block(**b) for b in found]
+
+
+def _is_table_activation(layer: nn.Module) -> bool:
+    """Whether ``layer`` is an activation of the table, configured as the table builds it."""
+    name = _NAMES.get(type(layer))
+    return name is not None and layer.extra_repr() == ACTIVATIONS[name].module().extra_repr()
 
 
 class Backprop:
@@ -92,8 +94,7 @@ class Backprop:
         hidden = []  # per hidden block: pre-activation z, activation a, dropout mask (scaled)
         for block in self.blocks[:-1]:
             z = F.linear(inputs[-1], block.linear.weight, block.linear.bias)
-            # relu in place: its derivative needs only the output
-            a = z.relu_() if block.activation == "relu" else FORWARD[block.activation](z)
+            a = ACTIVATIONS[block.activation].forward(z)  # relu's works in place
             mask = None
             if block.dropout > 0:
                 keep = 1.0 - block.dropout
@@ -123,7 +124,7 @@ class Backprop:
             z, a, mask = hidden[i - 1]
             if mask is not None:
                 d.mul_(mask)
-            d = BACKWARD[self.blocks[i - 1].activation](d, z, a)
+            d = ACTIVATIONS[self.blocks[i - 1].activation].backward(d, z, a)
         if self.l1 > 0:
             penalty = sum(block.linear.weight.abs().sum() for block in self.blocks)
             loss = loss + n * self.l1 * penalty

@@ -7,12 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU,
-    "tanh": nn.Tanh,
-    "sigmoid": nn.Sigmoid,
-    "gelu": nn.GELU,
-}
+from hpo.train.activations import ACTIVATIONS
 
 
 def build_mlp(
@@ -28,7 +23,7 @@ def build_mlp(
     width = n_in
     for units in hidden:
         layers.append(nn.Linear(width, units))
-        layers.append(ACTIVATIONS[activation]())
+        layers.append(ACTIVATIONS[activation].module())
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
         width = units
@@ -41,12 +36,12 @@ def build_mlp(
 def _initialise(model: nn.Module, init: str, activation: str) -> None:
     if init == "default":  # PyTorch's own (Kaiming-uniform with a=sqrt(5))
         return
-    gain_name = activation if activation in ("relu", "tanh", "sigmoid") else "relu"
+    gain = nn.init.calculate_gain(ACTIVATIONS[activation].init_gain)
     for layer in model.modules():
         if not isinstance(layer, nn.Linear):
             continue
         if init == "xavier":
-            nn.init.xavier_uniform_(layer.weight, gain=nn.init.calculate_gain(gain_name))
+            nn.init.xavier_uniform_(layer.weight, gain=gain)
         elif init == "he":
             nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
         else:

@@ -11,6 +11,11 @@ from collections.abc import Callable, Iterable
 
 import torch
 
+# The private torch functions direct_step calls. They carry no stability promise, so besides
+# the torch version cap the fast path checks they exist before it is chosen
+# (hpo.train.steps.missing_private_apis).
+PRIVATE_KERNELS = ("_fused_adam_", "_fused_adamw_", "_foreach_add_")
+
 Factory = Callable[[Iterable[torch.nn.Parameter], float, float, float], torch.optim.Optimizer]
 
 
@@ -67,6 +72,7 @@ def direct_step(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
     if not (
         isinstance(optimizer, torch.optim.Adam | torch.optim.AdamW)
         and kernel is not None
+        and hasattr(torch, "_foreach_add_")
         and len(optimizer.param_groups) == 1
         and group.get("fused")
         and plain

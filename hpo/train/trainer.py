@@ -6,13 +6,13 @@ prunes). The test split is evaluated once, after training ends normally, and nev
 training or stopping.
 
 Why the loop looks like this: a study is thousands of small trainings, so the cost per step is
-the product (figures in ``benchmarks/README.md``). Each epoch shuffles indices (on the GPU when
-training there); each step gathers its batch into one reusable buffer, normalising the uint8
-pixels on the way; :mod:`hpo.train.backprop` computes the loss and writes every gradient in
-place (no autograd graph, no ``zero_grad``); and a fused optimizer steps all parameters as one
-flat tensor (Adam and AdamW through :func:`~hpo.train.optimizers.direct_step`). The loss is
-summed on the device and read once per epoch, so nothing waits for the device inside the step
-loop. Validation runs once per epoch, in bf16 on CPUs that have it natively
+the product (figures in ``benchmarks/README.md``). An epoch (:mod:`hpo.train.epochs`) shuffles
+indices (on the GPU when training there) and gathers each batch into one reusable buffer,
+normalising the uint8 pixels on the way. The step (:mod:`hpo.train.steps`) is the fast one
+(gradients by hand, no autograd graph, a fused optimizer kernel over one flat tensor) wherever
+it applies and plain autograd wherever it does not: :func:`choose_path` says which, and why.
+The loss is summed on the device and read once per epoch, so nothing waits for the device
+inside the step loop. Validation runs once per epoch, in bf16 on CPUs that have it natively
 (:func:`native_bf16`). On CUDA, ``TrainConfig(cuda_graph=True)`` replays every epoch after the
 first as one CUDA graph (:mod:`hpo.train.graphs`; opt-in until it is measured on a GPU).
 """
@@ -20,18 +20,23 @@ first as one CUDA graph (:mod:`hpo.train.graphs`; opt-in until it is measured on
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from hpo.train.backprop import Backprop
+from hpo.train.backprop import blocks
 from hpo.train.data import Dataset, Split
-from hpo.train.graphs import EpochGraph
-from hpo.train.model import build_mlp, count_parameters, flatten_parameters
-from hpo.train.optimizers import direct_step, make_optimizer
+from hpo.train.epochs import Epochs
+from hpo.train.model import build_mlp, count_parameters
+from hpo.train.optimizers import make_optimizer
+from hpo.train.steps import Step, autograd_step, fast_step, missing_private_apis
+
+FAST_PATH_ENV = "HPO_FAST_PATH"  # "0": every run through autograd, to debug the fast path
 
 
 @dataclass(frozen=True)
@@ -55,8 +60,23 @@ class TrainConfig:
     eval_batch_size: int = 10_000
     eval_bf16: bool | None = None  # None: where the device has native bf16 (see native_bf16)
     # Replay each epoch after the first as one CUDA graph (hpo.train.graphs): CUDA with Adam/AdamW
-    # only, elsewhere ignored. Off by default: it has not been measured on a GPU yet.
+    # on the fast path only, elsewhere ignored. Off by default: not yet measured on a GPU.
     cuda_graph: bool = False
+    # False: train through autograd even where the fast path applies (to debug or check it;
+    # the same numbers up to float rounding). hpo never sets it: studies do not store it.
+    fast_path: bool = True
+
+
+# The TrainConfig fields the fast path was written for. A field added later sends a run to
+# autograd whenever it differs from its default, until the fast path learns it (and it is
+# added here): an option is never silently ignored by the fast path.
+FAST_PATH_KNOWS = frozenset(
+    {
+        "hidden", "activation", "init", "dropout", "optimizer", "lr", "momentum",
+        "weight_decay", "l1", "batch_size", "epochs", "seed", "patience", "min_delta",
+        "eval_batch_size", "eval_bf16", "cuda_graph", "fast_path",
+    }
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -81,6 +101,7 @@ class TrainResult:
     test_loss: float | None = None
     test_accuracy: float | None = None
     model: torch.nn.Module | None = field(default=None, repr=False)  # the trained network
+    path: str = ""  # which step trained it and why (choose_path)
 
     @property
     def last(self) -> EpochStats:
@@ -111,79 +132,104 @@ def train(
     device = torch.device(device) if device is not None else data.train.x.device
     torch.manual_seed(config.seed)
     model = build_mlp(config.hidden, config.activation, config.dropout, config.init).to(device)
-    flat = flatten_parameters(model)  # the optimizer steps one tensor, not two per layer
-    backprop = Backprop(model, config.l1)  # overwrites every .grad each step: no zero_grad
-    optimizer = make_optimizer(
-        config.optimizer, [flat], config.lr, config.momentum, config.weight_decay
+    fast, why = choose_path(config, model)
+    result = TrainResult(n_params=count_parameters(model), model=model, path=why)
+    step = _make_step(config, model, fast)
+    epochs = Epochs(
+        data.train, model, step, config.batch_size, config.seed, device, config.cuda_graph
     )
-    step = direct_step(optimizer)  # optimizer.step without its Python, where it can
     bf16 = native_bf16(device) if config.eval_bf16 is None else config.eval_bf16
-    result = TrainResult(n_params=count_parameters(model), model=model)
-    x, y = data.train.x, data.train.y
-    n, bs = len(y), config.batch_size
-    shuffle = torch.Generator(device=device if device.type == "cuda" else "cpu")
-    shuffle.manual_seed(config.seed)
-    # One batch buffer, refilled every step: no per-epoch copy of the data set (150 MB), and no
-    # fresh 200 kB tensor per step (glibc maps and unmaps those: page faults every step).
-    batch_x = torch.empty((min(bs, n), x.shape[1]), device=device)
-    batch_y = y.new_empty((min(bs, n),))
-    # The epoch's shuffle and summed loss also stay in place, so that an epoch can be recorded
-    # once as a CUDA graph and replayed (hpo.train.graphs).
-    order = torch.empty(n, dtype=torch.long, device=device)
-    total = torch.zeros((), device=device)
-
-    def run_epoch() -> None:
-        for i in range(0, n, bs):
-            index = order[i : i + bs]
-            k = len(index)
-            xb = data.train.gather(index, out=batch_x[:k])
-            yb = torch.index_select(y, 0, index, out=batch_y[:k])
-            total.add_(backprop(xb, yb))
-            step()
-
-    # Only the direct fused kernel can be recorded: torch.optim's step() refuses capture.
-    graphable = config.cuda_graph and device.type == "cuda" and step != optimizer.step
-    epoch_fn = EpochGraph(run_epoch) if graphable else run_epoch
-    best_val, stale = math.inf, 0
+    stopping = EarlyStopping(config.patience, config.min_delta)
 
     for epoch in range(1, config.epochs + 1):
-        start = time.perf_counter()
-        model.train()
-        order.copy_(torch.randperm(n, generator=shuffle, device=shuffle.device))
-        total.zero_()
-        epoch_fn()
-        train_loss = total.item() / n  # the one host sync of the epoch
-        seconds = time.perf_counter() - start
+        train_loss, seconds = epochs.run()
         result.train_seconds += seconds
-
-        start = time.perf_counter()
-        val_loss, val_acc = evaluate(model, data.val, config.eval_batch_size, bf16)
-        result.eval_seconds += time.perf_counter() - start
+        val_loss, val_accuracy = _timed_evaluate(result, model, data.val, config, bf16)
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-            result.stop_reason = "diverged"
             bad = train_loss if not math.isfinite(train_loss) else val_loss
-            result.detail = f"loss became {bad} in epoch {epoch}"
-            return result
-        stats = EpochStats(epoch, train_loss, val_loss, val_acc, seconds)
+            return _stopped(result, "diverged", f"loss became {bad} in epoch {epoch}")
+        stats = EpochStats(epoch, train_loss, val_loss, val_accuracy, seconds)
         result.epochs.append(stats)
         if on_epoch is not None and on_epoch(stats):
-            result.stop_reason = "callback"
-            return result
-        if config.patience is not None:
-            if val_loss < best_val - config.min_delta:
-                best_val, stale = val_loss, 0
-            else:
-                stale += 1
-                if stale >= config.patience:
-                    result.stop_reason = "early_stopping"
-                    result.detail = f"no val_loss improvement for {stale} epochs"
-                    break
+            return _stopped(result, "callback")
+        if stopping.stale_enough(val_loss):
+            _stopped(
+                result, "early_stopping", f"no val_loss improvement for {stopping.stale} epochs"
+            )
+            break
 
-    start = time.perf_counter()
     # The test score is reported, never used to prune: always float32, so it does not depend
     # on whether this CPU has native bf16 (and a retrain of the model reproduces it exactly).
-    result.test_loss, result.test_accuracy = evaluate(model, data.test, config.eval_batch_size)
+    result.test_loss, result.test_accuracy = _timed_evaluate(result, model, data.test, config)
+    return result
+
+
+def choose_path(config: TrainConfig, model: nn.Module) -> tuple[bool, str]:
+    """Whether ``model`` trains on the fast path (:mod:`hpo.train.steps`), and why.
+
+    The fast path is taken only where it is known to compute what autograd would: asked for,
+    a torch that has the private functions it calls, no option it was not written for, and a
+    network it can read (``build_mlp``'s layers, with an activation from the table).
+    """
+    if not config.fast_path:
+        return False, "autograd: asked for (TrainConfig.fast_path=False)"
+    if os.environ.get(FAST_PATH_ENV) == "0":
+        return False, f"autograd: asked for ({FAST_PATH_ENV}=0)"
+    if missing := missing_private_apis():
+        return False, f"autograd: this torch lacks {', '.join(missing)}, which the fast path calls"
+    unknown = [
+        f.name
+        for f in fields(config)
+        if f.name not in FAST_PATH_KNOWS and getattr(config, f.name) != f.default
+    ]
+    if unknown:
+        return False, f"autograd: the fast path does not implement {', '.join(unknown)}"
+    try:
+        blocks(model)
+    except ValueError as err:
+        return False, f"autograd: {err}"
+    return True, "fast: gradients by hand, one flat parameter tensor"
+
+
+def _make_step(config: TrainConfig, model: nn.Module, fast: bool) -> Step:
+    def optimizer_for(params: list[nn.Parameter]) -> torch.optim.Optimizer:
+        return make_optimizer(
+            config.optimizer, params, config.lr, config.momentum, config.weight_decay
+        )
+
+    return (fast_step if fast else autograd_step)(model, optimizer_for, config.l1)
+
+
+class EarlyStopping:
+    """Counts epochs without a validation-loss improvement of more than ``min_delta``."""
+
+    def __init__(self, patience: int | None, min_delta: float) -> None:
+        self.patience, self.min_delta = patience, min_delta
+        self.best, self.stale = math.inf, 0
+
+    def stale_enough(self, val_loss: float) -> bool:
+        """Record an epoch's validation loss; True once ``patience`` epochs went stale."""
+        if self.patience is None:
+            return False
+        if val_loss < self.best - self.min_delta:
+            self.best, self.stale = val_loss, 0
+            return False
+        self.stale += 1
+        return self.stale >= self.patience
+
+
+def _timed_evaluate(
+    result: TrainResult, model: nn.Module, split: Split, config: TrainConfig, bf16: bool = False
+) -> tuple[float, float]:
+    """:func:`evaluate`, its time added to ``result.eval_seconds``."""
+    start = time.perf_counter()
+    metrics = evaluate(model, split, config.eval_batch_size, bf16)
     result.eval_seconds += time.perf_counter() - start
+    return metrics
+
+
+def _stopped(result: TrainResult, reason: str, detail: str = "") -> TrainResult:
+    result.stop_reason, result.detail = reason, detail
     return result
 
 
