@@ -40,6 +40,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_free(port: int) -> bool:
+    """Whether nothing accepts connections on 127.0.0.1:``port``."""
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
 def wait_for(check: Callable[[], T], timeout: float, what: str, every: float = 0.2) -> T:
     """Poll ``check`` until it returns something truthy; fail naming ``what`` after timeout."""
     deadline = time.monotonic() + timeout
