@@ -300,7 +300,7 @@ def test_scancel_mid_trial_gives_the_trial_back_and_the_study_stays_exact(slurm,
 
 def test_a_task_at_its_time_limit_gives_its_trial_back(slurm, job_env, workdir):
     study_file = workdir / "long.toml"
-    study_file.write_text(SLOW_GRID.format(name="long", units_1="[64]", epochs=100_000))
+    study_file.write_text(SLOW_GRID.format(name="long", units_1="[64]", epochs=10_000))
     hpo_create(study_file.name, job_env, workdir)
     # A two-minute limit, warned 30 s before it. Slurm may warn up to a minute early (here it
     # was 12-15 s early), so the warning comes at least 30 s in, when the worker is training.
