@@ -1,8 +1,9 @@
-"""docker-compose.yml and the Dockerfile, checked without Docker (it cannot run here).
+"""docker-compose.yml and the Dockerfile, checked without Docker.
 
 ``docker-compose config`` (Debian's docker-compose) validates the file; these tests check what
 it must promise. That its services' commands work is tested by running them, exactly, against
-a local PostgreSQL (tests/test_workers.py::test_compose_grid_smoke_...).
+a local PostgreSQL (tests/test_workers.py::test_compose_grid_smoke_...), and the file itself
+runs on a real dockerd in tests/test_docker.py.
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ def test_services_run_hpo_on_a_shipped_study(compose_commands):
 def test_dockerfile_builds_hpo_with_data_and_no_root():
     text = (REPO / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["hpo"]' in text
+    # The base is a build argument (a local one where no registry is reachable).
+    assert "\nARG BASE=python:3.11-slim-bookworm\nFROM ${BASE}\n" in text
     assert "dataset-fashion-mnist" in text and "HPO_DATA_DIR" in text
     assert "\nUSER hpo\n" in text
     ignored = (REPO / ".dockerignore").read_text().split()
