@@ -1,7 +1,7 @@
 # hpo in a container. Used by docker-compose.yml (PostgreSQL, `hpo create`, N × `hpo worker`,
 # optuna-dashboard); on its own: docker build -t hpo . && docker run --rm hpo --help
 #
-# BASE: any Debian or Ubuntu image with Python 3.11+ and its venv module; by default the public
+# BASE: a Debian image with Python 3.11+ and its venv module (and apt); by default the public
 # Python image. Where no registry is reachable, build from a local one (tests/test_docker.py
 # builds from a debootstrapped Debian with python3 and python3-venv):
 #   docker build --build-arg BASE=local/bookworm-python3 -t hpo:local .

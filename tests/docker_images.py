@@ -163,6 +163,8 @@ def build_images(docker: Docker, log: Callable[[str], None]) -> None:
         stop_pid(server.pid, timeout=5, proc=server)
     postgres = REPO / "tests" / "docker" / "postgres"
     docker.build(postgres, POSTGRES_IMAGE, "--build-arg", f"BASE={BASE_IMAGE}")
+    # Earlier builds' images, now untagged, would fill the cache run after run.
+    docker.run("image", "prune", "-f", timeout=600)
 
 
 def _answers(url: str) -> bool:
