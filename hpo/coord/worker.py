@@ -26,6 +26,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config.spec import StudySpec
+from hpo.coord.failures import StorageFailure, storage_failure
 from hpo.coord.heartbeat import Heartbeat
 from hpo.coord.lock import StudyLock
 from hpo.coord.recovery import FAILURE_ATTR
@@ -166,6 +167,32 @@ def _run_claimed(
             if give_back(study, storage, lock, trial._trial_id, reason):
                 log.info("trial #%d %s; given back to the study", trial.number, reason)
             return None
+        except StorageFailure as failure:
+            _give_back_after_failure(study, storage, lock, trial, failure)
+            raise
+
+
+def _give_back_after_failure(
+    study: optuna.Study,
+    storage: optuna.storages.RDBStorage,
+    lock: StudyLock,
+    trial: optuna.Trial,
+    failure: StorageFailure,
+) -> None:
+    """Hand the trial back before the worker exits with ``failure`` (a full disk, say).
+
+    That write may fail as well; the trial is then retried by the next worker once its
+    heartbeat is stale, a grace period after this one stopped beating.
+    """
+    try:
+        if give_back(study, storage, lock, trial._trial_id, f"storage failed: {failure}"[:500]):
+            log.warning("trial #%d given back to the study: %s", trial.number, failure)
+    except Exception as err:
+        log.warning(
+            "trial #%d could not be given back (%s); it is retried once its heartbeat is stale",
+            trial.number,
+            storage_failure(err) or err,
+        )
 
 
 def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) -> FrozenTrial:
@@ -185,6 +212,8 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) ->
         return _fail(study, trial, str(err))
     except optuna.exceptions.UpdateFinishedTrialError:  # its report or attributes were refused
         return _taken_over(study, trial, TrialState.RUNNING)
+    except StorageFailure:  # the disk or the database broke, not the trial: it goes back
+        raise
     except Exception as err:
         log.error("trial %d failed:\n%s", trial.number, traceback.format_exc())
         return _fail(study, trial, f"{type(err).__name__}: {err}"[:500])
