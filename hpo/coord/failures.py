@@ -11,9 +11,12 @@ while workers run, which SQLite itself never reports: it goes on writing to the 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sqlite3
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import sqlalchemy
@@ -23,7 +26,15 @@ from hpo.errors import StorageError
 
 
 class StorageFailure(StorageError):
-    """The storage's disk, folder or file ran out or broke; not the trial's fault."""
+    """The storage's disk, folder or file ran out or broke; not the trial's fault.
+
+    ``disk_full`` tells a worker to spend the reserve (:func:`release_reserve`) on giving its
+    trial back.
+    """
+
+    def __init__(self, message: str, disk_full: bool = False) -> None:
+        super().__init__(message)
+        self.disk_full = disk_full
 
 
 _FREE = "free some space and run the same command again (finished trials are kept)"
@@ -47,7 +58,7 @@ def storage_failure(err: BaseException, url: str | None = None) -> StorageFailur
 def _sqlite(message: str, where: str) -> StorageFailure | None:
     text = message.lower()
     if "disk is full" in text:
-        return StorageFailure(f"the disk holding {where} is full; {_FREE}")
+        return StorageFailure(f"the disk holding {where} is full; {_FREE}", disk_full=True)
     if "readonly" in text or "read-only" in text:
         return StorageFailure(
             f"{where} cannot be written (a read-only file, folder or disk); {_READ_ONLY}: "
@@ -55,8 +66,8 @@ def _sqlite(message: str, where: str) -> StorageFailure | None:
         )
     if "malformed" in text or "not a database" in text:
         return StorageFailure(
-            f"{where} is damaged ({message}); restore it from a backup, or start a new study "
-            "file with --storage sqlite:///new.db"
+            f"{where} is damaged ({message}); restore it from a backup, or start over in a new "
+            "database (--storage sqlite:///new.db)"
         )
     if "disk i/o error" in text:
         return StorageFailure(
@@ -79,7 +90,9 @@ def _sqlite(message: str, where: str) -> StorageFailure | None:
 def _os(err: OSError, where: str) -> StorageFailure:
     name = err.filename or where
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return StorageFailure(f"the disk holding {name} is full ({err.strerror}); {_FREE}")
+        return StorageFailure(
+            f"the disk holding {name} is full ({err.strerror}); {_FREE}", disk_full=True
+        )
     if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return StorageFailure(
             f"cannot write {name} ({err.strerror}); make it writable, or choose another place"
@@ -132,6 +145,8 @@ def watch_file(engine: sqlalchemy.Engine, path: Path) -> None:
             )
 
     sqlalchemy.event.listen(engine, "checkout", check)
+    # A new connection to a deleted file would create an empty one in its place: check first.
+    sqlalchemy.event.listen(engine, "do_connect", check)
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
@@ -140,3 +155,88 @@ def _identity(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return info.st_dev, info.st_ino
+
+
+RESERVE_BYTES = 1024 * 1024  # a give-back writes a few pages; this covers dozens of workers
+
+
+def reserve_path(database: Path) -> Path:
+    return database.with_name(database.name + ".reserve")
+
+
+def keep_reserve(database: Path) -> None:
+    """Hold :data:`RESERVE_BYTES` of disk beside a SQLite database, for a full disk.
+
+    When the disk fills, a worker's last writes (failing its trial and queueing its point
+    again) need a few pages, and there are none: the trial would stay RUNNING until another
+    worker found its heartbeat stale. The first worker to meet a full disk deletes this file
+    (:func:`release_reserve`), and every worker gives its trial back in the space it frees.
+    ``hpo run`` and ``hpo create`` make it again, so a resumed study has it too; when there is
+    no room for it, the disk is already full, and that is the error.
+
+    Raises:
+        StorageFailure: the disk has no room for the reserve.
+    """
+    path = reserve_path(database)
+    try:
+        if path.is_file() and path.stat().st_size >= RESERVE_BYTES:
+            return
+        with open(path, "wb") as f:
+            f.write(bytes(RESERVE_BYTES))  # written, not truncated: a sparse file holds nothing
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise _os(err, f"the SQLite file {database}") from None
+        raise StorageFailure(
+            f"cannot write beside the SQLite file {database} ({err.strerror}); {_READ_ONLY}: "
+            "make its folder writable, or give --storage on a writable disk"
+        ) from None
+
+
+def release_reserve(database: Path) -> bool:
+    """Delete the reserve beside ``database``; False if it was gone already."""
+    try:
+        reserve_path(database).unlink()
+        return True
+    except OSError:
+        return False
+
+
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def giving_back() -> Iterator[None]:
+    """Storage use in this block (this thread) may spend a released reserve: it is for this."""
+    before = getattr(_local, "giving_back", False)
+    _local.giving_back = True
+    try:
+        yield
+    finally:
+        _local.giving_back = before
+
+
+def watch_reserve(engine: sqlalchemy.Engine, database: Path) -> None:
+    """Stop this worker too once another has released the reserve on a full disk.
+
+    Otherwise the workers still running would fill the freed space with new trials, and have
+    none left to give their own trials back. From the release on, every use of ``engine``
+    outside :func:`giving_back` fails with the full disk. A study without a reserve (made
+    before there was one) is not watched.
+    """
+    reserve = reserve_path(database)
+    if not reserve.is_file():
+        return
+
+    def check(*_: object) -> None:
+        if not getattr(_local, "giving_back", False) and not reserve.exists():
+            raise StorageFailure(
+                f"the disk holding the SQLite file {database} is full (a worker spent the "
+                f"reserve {reserve.name} to give its trial back); {_FREE}",
+                disk_full=True,
+            )
+
+    sqlalchemy.event.listen(engine, "checkout", check)

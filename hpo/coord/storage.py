@@ -19,7 +19,7 @@ import optuna
 import sqlalchemy
 from sqlalchemy.engine import make_url
 
-from hpo.coord.failures import storage_failure, watch_file
+from hpo.coord.failures import keep_reserve, storage_failure, watch_file
 from hpo.coord.retry import RetryingStorage, reason
 from hpo.errors import StorageError
 
@@ -109,6 +109,12 @@ def check_storage(url: str) -> None:
                 raise StorageError(
                     f"{path} is not a SQLite database; point the storage at another file"
                 )
+        elif Path(f"{path}-wal").exists():
+            # SQLite would replay a deleted database's journal into the new file.
+            raise StorageError(
+                f"{path} is gone but its journal {path}-wal is still there; restore {path}, "
+                f"or delete {path}-wal and {path}-shm to start anew"
+            )
     except OSError as err:
         raise StorageError(f"cannot use SQLite storage {path}: {err.strerror or err}") from None
 
@@ -167,6 +173,8 @@ def open_storage(url: str, create: bool = True, role: str = "hpo") -> RetryingSt
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as err:
                 raise StorageError(f"cannot create {path.parent}: {err.strerror}") from None
+        if create:
+            keep_reserve(path)  # room to give trials back when the disk fills (failures.py)
         _enable_wal(path)
         # Several local workers write to one file: wait for the lock instead of failing.
         engine_kwargs["connect_args"] = {"timeout": 60}
