@@ -7,9 +7,20 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data" / "fashion-mnist"
+
+# Fuzzing profiles (tests/test_front_door.py). "ci", the default: a few thousand inputs over
+# all fuzz tests in about a minute, no example database (CI starts clean; a failure prints its
+# input, which then becomes a regression test). "long": for a run by hand,
+# `pytest tests/test_front_door.py --hypothesis-profile=long --hypothesis-show-statistics`,
+# about ten minutes, remembering failures in .hypothesis/ to replay them first next time.
+# No deadline: on a loaded 2-core machine timing is noise; tests guard against hangs themselves.
+settings.register_profile("ci", max_examples=400, deadline=None, database=None)
+settings.register_profile("long", max_examples=12_000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")

@@ -29,6 +29,7 @@ from hpo.coord import retry
 log = logging.getLogger("hpo.heartbeat")
 
 DEFAULT_INTERVAL = 10.0  # seconds between beats
+MIN_INTERVAL, MAX_INTERVAL = 0.1, 3600.0  # beyond these a beat hammers the database, or never comes
 GRACE_BEATS = 4  # a trial is stale after this many intervals without a beat
 
 

@@ -29,7 +29,8 @@ from typing import Any, TypeVar
 import optuna
 import sqlalchemy
 
-from hpo.errors import StorageError
+from hpo.coord.failures import storage_failure
+from hpo.errors import HpoError, StorageError
 
 log = logging.getLogger("hpo.storage")
 
@@ -142,7 +143,15 @@ def _retrying(name: str) -> Callable[..., Any]:
 
     @functools.wraps(method)
     def wrapper(self: RetryingStorage, *args: Any, **kwargs: Any) -> Any:
-        return call(method, self, *args, what=name, **kwargs)
+        try:
+            return call(method, self, *args, what=name, **kwargs)
+        except HpoError:
+            raise
+        except Exception as err:  # a full disk, a damaged file: one line naming it and the fix
+            failure = storage_failure(err, self.url)
+            if failure is None:
+                raise
+            raise failure from None
 
     return wrapper
 

@@ -125,8 +125,13 @@ def create_or_load(
     """
     if n_trials is not None and spec.is_grid and n_trials > len(spec.grid()):
         raise SpecError(f"--n-trials {n_trials} exceeds the grid's {len(spec.grid())} points")
-    if heartbeat_seconds is not None and not heartbeat_seconds > 0:
-        raise HpoError(f"--heartbeat must be a positive number of seconds, got {heartbeat_seconds}")
+    if heartbeat_seconds is not None and not (
+        heartbeat.MIN_INTERVAL <= heartbeat_seconds <= heartbeat.MAX_INTERVAL  # False for NaN
+    ):
+        raise HpoError(
+            f"--heartbeat must be a positive number of seconds from {heartbeat.MIN_INTERVAL:g} "
+            f"to {heartbeat.MAX_INTERVAL:g}, got {heartbeat_seconds}"
+        )
     with StudyLock(storage, spec.name).hold():
         study = _new_study(spec, storage, create=True)
         attrs = study.user_attrs

@@ -26,11 +26,19 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config.spec import StudySpec
+from hpo.coord.failures import (
+    StorageFailure,
+    giving_back,
+    release_reserve,
+    reserve_path,
+    storage_failure,
+    watch_reserve,
+)
 from hpo.coord.heartbeat import Heartbeat
 from hpo.coord.lock import StudyLock
 from hpo.coord.recovery import FAILURE_ATTR
 from hpo.coord.signals import Interrupted, Shutdown
-from hpo.coord.storage import open_storage
+from hpo.coord.storage import open_storage, sqlite_path
 from hpo.coord.study import DONE, WAIT, claim, give_back, join, read_budget
 from hpo.objective import TrialDiverged, make_objective
 from hpo.train import data as data_module
@@ -95,6 +103,8 @@ def run_worker(
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         data_module.locate(data_dir)  # fail on missing data before touching storage
         storage = open_storage(url, create=False, role="hpo worker")
+        if (database := sqlite_path(url)) is not None:
+            watch_reserve(storage.engine, database)  # stop when another worker found it full
         study = join(spec, storage, url)
         device = resolve_device(spec.train.device)
         dataset = data_module.load(spec.data, data_dir).to(device)
@@ -166,6 +176,38 @@ def _run_claimed(
             if give_back(study, storage, lock, trial._trial_id, reason):
                 log.info("trial #%d %s; given back to the study", trial.number, reason)
             return None
+        except StorageFailure as failure:
+            _give_back_after_failure(study, storage, lock, trial, failure)
+            raise
+
+
+def _give_back_after_failure(
+    study: optuna.Study,
+    storage: optuna.storages.RDBStorage,
+    lock: StudyLock,
+    trial: optuna.Trial,
+    failure: StorageFailure,
+) -> None:
+    """Hand the trial back before the worker exits with ``failure`` (a full disk, say).
+
+    On a full disk, the space the study keeps in reserve is freed for it first. The write may
+    fail all the same (something else took the space); the trial is then retried by the next
+    worker once its heartbeat is stale, a grace period after this one stopped beating.
+    """
+    database = sqlite_path(storage.url)
+    if failure.disk_full and database is not None and release_reserve(database):
+        log.warning("the disk is full: released %s to give trials back", reserve_path(database))
+    try:
+        with giving_back():
+            given = give_back(study, storage, lock, trial._trial_id, f"storage: {failure}"[:500])
+        if given:
+            log.warning("trial #%d given back to the study: %s", trial.number, failure)
+    except Exception as err:
+        log.warning(
+            "trial #%d could not be given back (%s); it is retried once its heartbeat is stale",
+            trial.number,
+            storage_failure(err) or err,
+        )
 
 
 def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) -> FrozenTrial:
@@ -185,6 +227,8 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) ->
         return _fail(study, trial, str(err))
     except optuna.exceptions.UpdateFinishedTrialError:  # its report or attributes were refused
         return _taken_over(study, trial, TrialState.RUNNING)
+    except StorageFailure:  # the disk or the database broke, not the trial: it goes back
+        raise
     except Exception as err:
         log.error("trial %d failed:\n%s", trial.number, traceback.format_exc())
         return _fail(study, trial, f"{type(err).__name__}: {err}"[:500])
