@@ -4,6 +4,22 @@ Precedence for the URL: ``--storage`` > ``$HPO_STORAGE`` > the study file's ``st
 ``sqlite:///storage/<name>.db``. Passwords in URLs are never printed: use :func:`mask`.
 Storage operations survive a database restart (:mod:`hpo.coord.retry`); the study-wide lock that
 workers claim trials under is :mod:`hpo.coord.lock`.
+
+On PostgreSQL, every connection is set up to work unchanged behind a transaction pooler
+(PgBouncer's ``pool_mode = transaction``) and to notice a dead link in seconds:
+
+- no prepared statements (psycopg's ``prepare_threshold=None``): a pooler hands each
+  transaction to any server connection, where psycopg's prepared statements do not exist, or
+  clash with another client's;
+- client-side TCP keepalives and ``tcp_user_timeout`` (:data:`CLIENT_LINK`): a statement on a
+  link that died fails within about ten seconds instead of waiting for TCP's minutes or hours,
+  and the retry layer takes over;
+- the same on the server's side of the session (:data:`SERVER_LINK`, set with ``set_config``
+  when a connection opens, not with the startup ``options`` that PgBouncer rejects), so that
+  the server drops the session of a worker host that vanished, and whatever that session held,
+  within about ten seconds rather than after the system's two hours. Behind a pooler these
+  land on the pooler's own server connections, where they are harmless; the pooler's links to
+  its clients are its own settings (README, "Many workers").
 """
 
 from __future__ import annotations
@@ -24,8 +40,24 @@ from hpo.coord.retry import RetryingStorage, reason
 from hpo.errors import StorageError
 
 STORAGE_ENV = "HPO_STORAGE"
-CONNECT_TIMEOUT = 10  # seconds; an unreachable host fails fast instead of after TCP's minutes
+CONNECT_TIMEOUT = 5  # seconds; an unreachable host fails fast instead of after TCP's minutes
 POOL_TIMEOUT = 30  # seconds a thread waits for the worker's one connection
+#: libpq's settings for the worker's end of the link: probe an idle link after 4 s, every 2 s,
+#: 3 times; give up on data the server has not acknowledged for 10 s.
+CLIENT_LINK = {
+    "keepalives": 1,
+    "keepalives_idle": 4,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
+#: The server's end of each session, the same limits (user-settable server settings).
+SERVER_LINK = {
+    "tcp_keepalives_idle": "4",
+    "tcp_keepalives_interval": "2",
+    "tcp_keepalives_count": "3",
+    "tcp_user_timeout": "10000",
+}
 SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg", "mysql", "mysql+pymysql")
 SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 
@@ -155,7 +187,8 @@ def open_storage(url: str, create: bool = True, role: str = "hpo") -> RetryingSt
 
     On PostgreSQL the storage holds **one** connection (``pool_size=1, max_overflow=0``), which
     its heartbeat thread and the :class:`~hpo.coord.lock.StudyLock` share, so a worker costs the
-    server one connection and 64 workers fit in the default ``max_connections`` of 100.
+    server one connection and 64 workers fit in the default ``max_connections`` of 100 (more go
+    through PgBouncer: see the module docs for the connection settings that allows).
     ``role`` names the process in ``pg_stat_activity`` (``application_name``).
 
     Raises:
@@ -189,6 +222,8 @@ def open_storage(url: str, create: bool = True, role: str = "hpo") -> RetryingSt
             connect_args={
                 "connect_timeout": CONNECT_TIMEOUT,
                 "application_name": f"{role} {socket.gethostname()}:{os.getpid()}"[:63],
+                "prepare_threshold": None,
+                **CLIENT_LINK,
             },
         )
     else:
@@ -228,6 +263,8 @@ def _open_single(url: str, engine_kwargs: dict, create: bool) -> RetryingStorage
     storage = RetryingStorage(
         url, engine_kwargs, skip_compatibility_check=True, skip_table_creation=True
     )
+    sqlalchemy.event.listen(storage.engine, "connect", _server_link)
+    storage.engine.dispose()  # Optuna's set-up connected before the listener was there
     current, head = storage.get_current_version(), storage.get_head_version()
     if current != head:
         storage.engine.dispose()
@@ -236,6 +273,18 @@ def _open_single(url: str, engine_kwargs: dict, create: bool) -> RetryingStorage
             "upgrade it with 'optuna storage upgrade --storage URL'"
         )
     return storage
+
+
+_SET_SERVER_LINK = "SELECT " + ", ".join(
+    f"set_config('{k}', '{v}', false)" for k, v in SERVER_LINK.items()
+)
+
+
+def _server_link(dbapi_connection: object, _record: object) -> None:
+    """The server's end of a new session: keepalives and ``tcp_user_timeout`` (see module docs)."""
+    with dbapi_connection.cursor() as cursor:  # type: ignore[attr-defined]
+        cursor.execute(_SET_SERVER_LINK)
+    dbapi_connection.commit()  # type: ignore[attr-defined]
 
 
 def _no_fsync_per_commit(engine: sqlalchemy.Engine) -> None:

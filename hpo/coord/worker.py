@@ -8,6 +8,11 @@ alive; a worker that dies has its trial retried by another (:mod:`hpo.coord.reco
 SIGTERM interrupts the trial at once, gives it back to the study and ends the worker with
 exit code 0 (:mod:`hpo.coord.signals`). When the budget is taken by trials still running elsewhere,
 the worker waits, beat by beat, in case one of them dies and its point comes back.
+
+Only the training can fail a trial. An error of the storage or of a pooler in front of it (a
+lost connection, a timeout, a prepared-statement clash, a serialization failure) is retried
+where it happens (:mod:`hpo.coord.retry`); one that still reaches the trial gives the trial
+back to the queue, so it spends no budget and no retry, and the worker carries on.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config.spec import StudySpec
+from hpo.coord import retry
 from hpo.coord.failures import (
     StorageFailure,
     giving_back,
@@ -127,7 +133,7 @@ def work(
     requested (the running trial is then given back to the study).
     """
     shutdown = shutdown or Shutdown()
-    lock = StudyLock(storage, spec.name)
+    lock = StudyLock(storage, study._study_id)
     interval = read_budget(study).heartbeat_seconds
     summary = WorkerSummary()
     reaped_at = -math.inf
@@ -161,7 +167,8 @@ def _run_claimed(
     shutdown: Shutdown,
     interval: float,
 ) -> FrozenTrial | None:
-    """Run a claimed trial with heartbeats; None if a stop interrupted it and it was given back."""
+    """Run a claimed trial with heartbeats; None if it was given back (a stop interrupted it,
+    or the storage failed under it)."""
     log.info("trial #%d started", trial.number)
 
     def interruptible(t: optuna.Trial) -> float:
@@ -179,6 +186,13 @@ def _run_claimed(
         except StorageFailure as failure:
             _give_back_after_failure(study, storage, lock, trial, failure)
             raise
+        except Exception as err:
+            if not retry.is_infrastructure(err):
+                raise
+            reason = f"storage error: {retry.reason(err)}"[:500]
+            if give_back(study, storage, lock, trial._trial_id, reason):
+                log.warning("trial #%d given back to the study (%s)", trial.number, reason)
+            return None
 
 
 def _give_back_after_failure(
@@ -213,10 +227,12 @@ def _give_back_after_failure(
 def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) -> FrozenTrial:
     """Run one claimed trial and tell the study how it ended; never raises for a bad trial.
 
-    Pruned → PRUNED; NaN/inf loss → FAIL with the reason; any other exception → FAIL with the
-    exception recorded (and logged), so the study goes on. A stop (:class:`Interrupted`,
-    ``KeyboardInterrupt``) propagates and leaves the trial RUNNING: the caller gives it back,
-    or, if the process is gone, another worker retries it once its heartbeat is stale.
+    Pruned → PRUNED; NaN/inf loss → FAIL with the reason; any other exception of the
+    objective → FAIL with the exception recorded (and logged), so the study goes on. An error
+    of the storage (:func:`hpo.coord.retry.is_infrastructure`) is not the trial's: it
+    propagates, as a stop (:class:`Interrupted`, ``KeyboardInterrupt``) does, and leaves the
+    trial RUNNING: the caller gives it back, or, if the process is gone, another worker
+    retries it once its heartbeat is stale.
     """
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     try:
@@ -230,6 +246,8 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) ->
     except StorageFailure:  # the disk or the database broke, not the trial: it goes back
         raise
     except Exception as err:
+        if retry.is_infrastructure(err):
+            raise
         log.error("trial %d failed:\n%s", trial.number, traceback.format_exc())
         return _fail(study, trial, f"{type(err).__name__}: {err}"[:500])
     return _tell(study, trial, TrialState.COMPLETE, value)
