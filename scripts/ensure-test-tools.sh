@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # System tools some tests need, installed from Debian's packages when missing:
 # - docker-compose: validates docker-compose.yml (`docker-compose config`; no Docker daemon);
-# - chromium + chromium-driver: the browser tests open the dashboard and the HTML report.
+# - chromium + chromium-driver: the browser tests open the dashboard and the HTML report;
+# - nftables + pgbouncer: the multi-host bed in network namespaces (tests/cluster/, packet
+#   loss with nftables since the kernel may lack netem; PgBouncer in transaction pooling).
 # Without apt-get (not Debian/Ubuntu) this only says what is missing; CI must have them.
 set -euo pipefail
 missing=()
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+# the cluster bed (tests/cluster/, tests/test_cluster.py)
+{ command -v nft || [ -x /usr/sbin/nft ]; } >/dev/null 2>&1 || missing+=(nftables)
+{ command -v pgbouncer || [ -x /usr/sbin/pgbouncer ]; } >/dev/null 2>&1 || missing+=(pgbouncer)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "missing test tools: ${missing[*]} (install them; without them some tests skip)" >&2
