@@ -9,6 +9,9 @@ then checks the study with Optuna.
 - ``net``: namespaces, the bridge, and the faults (cut, heal, packet loss, power off)
 - ``postgres``: PostgreSQL and PgBouncer in the db machine, stopped by PID
 - ``bed``: :class:`Bed`, the whole of it: ``up``, ``down`` (idempotent), ``status``, faults
+- ``fleet``: ``hpo create`` and ``hpo worker`` processes on the hosts, their logs and exits
+- ``invariants``: what every study must look like at the end, whatever failed
+- ``watch``: who holds the study's critical section; cutting a host at the right moment
 
 By hand (root)::
 
