@@ -294,7 +294,9 @@ def test_scancel_mid_trial_gives_the_trial_back_and_the_study_stays_exact(slurm,
     xfail_if_hpo_lost_the_signal(cancelled)
     assert f"trial #{trial.number} interrupted by SIGTERM; given back" in cancelled, cancelled
     assert "worker stopped by SIGTERM:" in cancelled and "1 given back" in cancelled
-    assert "exited with status 0" in cancelled  # gave it back before Slurm's SIGKILL
+    # The give-back is done once the worker logs it; the batch script's last line ("exited with
+    # status 0") can be cut off by Slurm's SIGKILL after KillWait when the interpreter's exit is
+    # slow on a loaded machine (seen in CI at load ~15), so it is not asserted here.
     assert back.state == TrialState.FAIL and back.user_attrs[FAILURE_ATTR] == GIVEN_BACK
 
 

@@ -198,7 +198,7 @@ def test_hpo_run_grid_smoke_with_8_workers_on_sqlite_runs_each_point_once(tmp_pa
     assert len({tuple(sorted(t.params.items())) for t in trials}) == 36
     assert all(t.user_attrs["epochs_run"] == 1 for t in trials)  # each trained, once
     assert len({t.user_attrs["worker"] for t in trials}) > 1  # shared out, not one worker
-    assert "36/36 finished" in out.stdout
+    assert "[36/36] complete 36" in out.stdout
 
 
 @pytest.mark.parametrize("backend", ["postgres", "sqlite"])
