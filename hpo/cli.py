@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import Any
 
 import click
@@ -16,18 +17,59 @@ import click
 from hpo.compare.arms import DEFAULT_ARMS
 from hpo.config.spec import StudySpec, load_spec
 from hpo.coord import logs
+from hpo.coord.failures import storage_failure
+from hpo.coord.heartbeat import MAX_INTERVAL, MIN_INTERVAL
 from hpo.coord.storage import mask, mask_text, resolve_url
 from hpo.errors import HpoError
 
 
 class _Group(click.Group):
+    """The error boundary: whatever a user handed hpo ends here as one ``Error:`` line."""
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as err:  # click's own checks of options and arguments
+            raise _one_line(_usage_message(err), 2) from None
         except HpoError as err:
-            exc = click.ClickException(mask_text(str(err)))
-            exc.exit_code = err.exit_code
-            raise exc from None
+            raise _one_line(str(err), err.exit_code) from None
+        except Exception as err:
+            # A disk, folder or database that broke where no library call expected it (a
+            # full disk under a CSV export, say) is still the user's to fix: say which.
+            failure = storage_failure(err)
+            if failure is None:
+                raise
+            raise _one_line(str(failure), failure.exit_code) from None
+
+
+def _one_line(message: str, exit_code: int) -> click.ClickException:
+    text = " ".join(mask_text(message).split()) or "unknown error"
+    exc = click.ClickException(text)
+    exc.exit_code = exit_code
+    return exc
+
+
+def _usage_message(err: click.UsageError) -> str:
+    """click's message, with the command's help named on the same line."""
+    command = err.ctx.command_path if err.ctx is not None else "hpo"
+    return f"{err.format_message()} (see '{command} --help')"
+
+
+class _FiniteFloat(click.FloatRange):
+    """A float range that also refuses NaN and ±inf (NaN passes every comparison)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+# Bounds far above real use, so that a slip (an extra zero) is refused before anything starts:
+# every worker is a process that loads the data, and torch allocates per thread.
+MAX_WORKERS = 256
+MAX_THREADS = 1024
+MAX_TRIALS = 10**9
 
 
 def _spec_and_url(study_file: str, storage: str | None) -> tuple[StudySpec, str]:
@@ -49,13 +91,13 @@ data_dir_opt = click.option(
 )
 threads_opt = click.option(
     "--threads",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_THREADS),
     help="Torch threads per worker (default: cores/workers).",
 )
 heartbeat_opt = click.option(
     "--heartbeat",
     "heartbeat",
-    type=click.FloatRange(min=0, min_open=True),
+    type=_FiniteFloat(MIN_INTERVAL, MAX_INTERVAL),
     metavar="SECONDS",
     help="How often every worker of the study signals it is alive (stored in the study; "
     "default 10). A trial silent for 4 beats is failed and queued again.",
@@ -80,10 +122,12 @@ def main() -> None:
     "--workers",
     default=1,
     show_default=True,
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_WORKERS),
     help="Local worker processes.",
 )
-@click.option("--n-trials", type=click.IntRange(min=1), help="Override the study's trial budget.")
+@click.option(
+    "--n-trials", type=click.IntRange(1, MAX_TRIALS), help="Override the study's trial budget."
+)
 @storage_opt
 @data_dir_opt
 @threads_opt
@@ -129,13 +173,22 @@ def run(
             f"stopped by {report.stopped_by}: this run finished {report.finished_here} "
             f"trial(s); running trials were given back. Run the same command to resume."
         )
-    if any(code != 0 for code in report.worker_exit_codes):
-        raise HpoError(f"worker exit codes {report.worker_exit_codes}; see the messages above")
+    failed = [code for code in report.worker_exit_codes if code != 0]
+    if failed:
+        error = HpoError(
+            f"{len(failed)} of {workers} worker(s) stopped (exit codes {failed}) on the error "
+            "above; once it is fixed, the same command resumes the study"
+        )
+        # Workers exit with 2 for what the user can fix (a full disk); anything else is a bug.
+        error.exit_code = 2 if all(code == 2 for code in failed) else 1
+        raise error
 
 
 @main.command()
 @study_file_arg
-@click.option("--n-trials", type=click.IntRange(min=1), help="Override the study's trial budget.")
+@click.option(
+    "--n-trials", type=click.IntRange(1, MAX_TRIALS), help="Override the study's trial budget."
+)
 @storage_opt
 @heartbeat_opt
 def create(
@@ -387,7 +440,7 @@ def export(study_file: str, storage: str | None, output: str) -> None:
     "--workers",
     default=1,
     show_default=True,
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_WORKERS),
     help="Local worker processes per study (with --replay: replay processes).",
 )
 @click.option(
@@ -399,7 +452,7 @@ def export(study_file: str, storage: str | None, output: str) -> None:
     "--tolerance",
     default=0.002,
     show_default=True,
-    type=click.FloatRange(min=0),
+    type=_FiniteFloat(min=0),
     help="How close to the grid's best counts as reached (0.002 = 0.2 pp of accuracy).",
 )
 @click.option(
@@ -470,17 +523,24 @@ def compare(
 
 @main.command()
 @click.argument("study_files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-def validate(study_files: tuple[str, ...]) -> None:
-    """Check study files without touching storage or data.
+@storage_opt
+def validate(study_files: tuple[str, ...], storage: str | None) -> None:
+    """Check study files, and the storage URL each would use, as 'hpo run' does.
+
+    Creates nothing and connects nowhere: a SQLite URL is checked on disk (a file can be
+    there, an existing one is SQLite), a server's URL for its form.
 
     \b
     Example:
         hpo validate studies/*.toml
     """
     for path in study_files:
-        spec = load_spec(path)
+        spec, url = _spec_and_url(path, storage)
         size = f", {len(spec.grid())} grid points" if spec.is_grid else ""
-        click.echo(f"{path}: ok (study {spec.name}, sampler {spec.sampler.name}{size})")
+        click.echo(
+            f"{path}: ok (study {spec.name}, sampler {spec.sampler.name}{size}, "
+            f"storage {mask(url)})"
+        )
 
 
 def _err(message: str) -> None:

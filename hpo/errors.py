@@ -36,6 +36,7 @@ class StudyMismatchError(HpoError):
 
 
 class DataNotFoundError(HpoError):
-    """Fashion-MNIST was found nowhere and could not be downloaded."""
+    """Fashion-MNIST was found nowhere and could not be downloaded, or a file of it is damaged
+    (checked before anything is written), or the data folder is a file."""
 
     exit_code = 2

@@ -7,6 +7,8 @@
 #   debootstrapped base (no image registry is reachable);
 # - kubectl (Debian's kubernetes-client, where no kubectl is installed): `kubectl kustomize`
 #   builds deploy/k8s for tests/test_k8s.py (its kustomize, v2.0.3, builds it as v5 does).
+# - nftables + pgbouncer: the multi-host bed in network namespaces (tests/cluster/, packet
+#   loss with nftables since the kernel may lack netem; PgBouncer in transaction pooling).
 # Without apt-get (not Debian/Ubuntu) this only says what is missing; CI must have them.
 set -euo pipefail
 missing=()
@@ -18,6 +20,9 @@ command -v munged >/dev/null 2>&1 || missing+=(munge)
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
+# the cluster bed (tests/cluster/, tests/test_cluster.py)
+{ command -v nft || [ -x /usr/sbin/nft ]; } >/dev/null 2>&1 || missing+=(nftables)
+{ command -v pgbouncer || [ -x /usr/sbin/pgbouncer ]; } >/dev/null 2>&1 || missing+=(pgbouncer)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "missing test tools: ${missing[*]} (install them; without them some tests skip)" >&2

@@ -1,6 +1,8 @@
-"""Heartbeats, reaping dead workers' trials, giving trials back, retrying lost connections.
+"""Heartbeats, reaping dead workers' trials, giving trials back, retrying lost connections,
+and errors of the storage that must never fail a trial.
 
-In-process and fast; every storage test runs on SQLite and on a real PostgreSQL database.
+In-process and fast; every storage test runs on SQLite, on a real PostgreSQL database and
+through PgBouncer (the ``backend`` fixture).
 """
 
 from __future__ import annotations
@@ -20,27 +22,32 @@ from hpo.coord import retry
 from hpo.coord.heartbeat import Heartbeat, beat, stale_trials
 from hpo.coord.lock import StudyLock
 from hpo.coord.logs import MaskPasswords
-from hpo.coord.recovery import ATTEMPT_ATTR, FAILURE_ATTR, RETRIED_ATTR, RETRY_OF_ATTR
+from hpo.coord.recovery import ATTEMPT_ATTR, FAILURE_ATTR, RETRIED_ATTR, RETRY_OF_ATTR, requeue
 from hpo.coord.storage import mask_text, open_storage
 from hpo.coord.study import DONE, WAIT, claim, create_or_load, give_back, read_budget, tally
-from hpo.coord.worker import run_trial
+from hpo.coord.worker import run_trial, work
 from hpo.errors import HpoError
+from tests.conftest import pg_admin
 
 BEAT = 0.25  # seconds; the grace period is 4 beats
 GRACE = 4 * BEAT
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/r.db"
-    return request.getfixturevalue("pg_url")
+@pytest.fixture(autouse=True)
+def fresh_health(monkeypatch):
+    """Each test starts with a process that has never lost its database."""
+    monkeypatch.setattr(retry, "health", retry.Health())
 
 
 @pytest.fixture
-def past_grace(url):
+def url(backend):
+    return backend.url
+
+
+@pytest.fixture
+def past_grace(backend):
     """Sleep until a trial that stopped beating now is stale (SQLite's clock ticks in seconds)."""
-    pad = 1.05 if url.startswith("sqlite") else 0.1
+    pad = 1.05 if backend.name == "sqlite" else 0.1
     return lambda: time.sleep(GRACE + pad)
 
 
@@ -55,7 +62,7 @@ def _setup(url, n_trials=3, max_retries=1):
     )
     storage = open_storage(url)
     study = create_or_load(spec, storage, url, heartbeat_seconds=BEAT)
-    return spec, storage, study, StudyLock(storage, spec.name)
+    return spec, storage, study, StudyLock(storage, study._study_id)
 
 
 def _claim(spec, storage, study, lock):
@@ -122,18 +129,45 @@ def test_giving_back_requeues_the_point_without_using_a_retry(url, past_grace):
     assert again.params == back.params and again.user_attrs[ATTEMPT_ATTR] == 1
 
 
-def test_a_queue_entry_lost_in_a_crash_is_restored_once(url, past_grace):
+def test_failing_and_requeueing_is_one_transaction(url):
+    """A crash between failing a trial and queueing its point again cannot lose the point:
+    both happen in one transaction, or neither does."""
     spec, storage, study, lock = _setup(url)
     trial = _claim(spec, storage, study, lock)
-    # A worker died between failing the trial and queueing its retry:
-    storage.set_trial_user_attr(trial._trial_id, RETRIED_ATTR, 2)
-    storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+
+    def crash(session):
+        requeue(session, study._study_id, trial._trial_id, reason="interrupted by SIGTERM")
+        raise RuntimeError("the worker died here")
+
+    with pytest.raises(RuntimeError):
+        lock.run(crash)
+    assert _frozen(study, trial.number).state == TrialState.RUNNING  # nothing was written
+    assert tally(study).waiting == 0
+    assert give_back(study, storage, lock, trial._trial_id, "interrupted by SIGTERM")
     retry_trial = _claim(spec, storage, study, lock)
     assert retry_trial.user_attrs[RETRY_OF_ATTR] == trial.number
-    study.tell(retry_trial, 0.1)
-    _claim(spec, storage, study, lock)  # later claims do not queue it again
-    retries = [t for t in study.get_trials() if t.user_attrs.get(RETRY_OF_ATTR) == trial.number]
-    assert len(retries) == 1
+    assert retry_trial.params == _frozen(study, trial.number).params
+    assert len([t for t in study.get_trials() if RETRY_OF_ATTR in t.user_attrs]) == 1
+
+
+@pytest.mark.slow  # waits out grace periods
+def test_a_worker_back_from_an_outage_reaps_no_one_until_its_link_is_steady(url, past_grace):
+    """Outages are not deaths: a worker whose own link just came back does not reap trials
+    that went quiet meanwhile until it has been healthy for the grace period plus as long as
+    it was away (the others' links may come back later than its own)."""
+    spec, storage, study, lock = _setup(url, n_trials=1)
+    silent = _claim(spec, storage, study, lock)  # its worker is cut off: no more beats
+    retry.health.failed()  # this worker lost the database too ...
+    time.sleep(2 * GRACE)
+    past_grace()
+    assert claim(study, spec, storage, lock) is WAIT  # ... and is back: the trial is stale,
+    assert _frozen(study, silent.number).state == TrialState.RUNNING  # but not reaped yet
+    assert not retry.health.steady(GRACE)
+    assert retry.health.outage >= 3 * GRACE  # from the last success before the failure
+    time.sleep(GRACE + retry.health.outage + 0.1)  # the grace period plus the outage
+    assert retry.health.steady(GRACE)
+    again = claim(study, spec, storage, lock)
+    assert isinstance(again, optuna.Trial) and again.user_attrs[RETRY_OF_ATTR] == silent.number
 
 
 @pytest.mark.slow  # waits out grace periods
@@ -158,6 +192,21 @@ def test_transient_errors_are_told_apart():
     assert not retry.is_transient(no_table) and not retry.is_transient(duplicate)
     assert not retry.is_transient(ValueError("x"))
     assert retry.reason(outer) == "closed"
+    # The pooler's and the server's "not now", whatever class psycopg gives them:
+    for error, link in (
+        (psycopg.errors.DuplicatePreparedStatement, False),  # 42P05, a ProgrammingError
+        (psycopg.errors.InvalidSqlStatementName, False),  # 26000
+        (psycopg.errors.IdleInTransactionSessionTimeout, True),  # 25P03, an InternalError
+        (psycopg.errors.LockNotAvailable, False),  # 55P03: lock_timeout
+        (psycopg.errors.SerializationFailure, False),  # 40001
+        (psycopg.errors.AdminShutdown, True),  # 57P01
+    ):
+        wrapped = sqlalchemy.exc.DBAPIError("x", {}, error("x"))
+        assert retry.is_transient(wrapped) and retry.is_infrastructure(wrapped), error
+        assert retry.is_link_failure(wrapped) == link, error
+    bad_data = sqlalchemy.exc.DataError("x", {}, psycopg.errors.NumericValueOutOfRange("x"))
+    assert not retry.is_infrastructure(bad_data)
+    assert retry.is_infrastructure(retry.StorageUnavailable("away"))
 
 
 def test_retry_waits_out_an_outage_and_gives_up_after_the_deadline(monkeypatch):
@@ -222,3 +271,83 @@ def test_the_heartbeat_is_fixed_when_the_study_is_created(tmp_path):
         create_or_load(spec, storage, url, heartbeat_seconds=10)
     with pytest.raises(HpoError, match="positive"):
         create_or_load(spec, storage, url, heartbeat_seconds=0)
+
+
+def _trivial_spec(n_trials):
+    return parse_spec(
+        {
+            "study": {"name": "r"},
+            "budget": {"n_trials": n_trials, "max_retries": 0},
+            "sampler": {"name": "random"},
+            "space": {"lr": {"low": 0.001, "high": 0.1}},
+        }
+    )
+
+
+def test_a_storage_error_that_reaches_the_trial_gives_it_back(url, caplog):
+    """An error of the storage or a pooler that escapes the retries into the trial (here a
+    prepared-statement clash as a pooler reports it) is not the trial's fault: the trial is
+    given back, its point queued again, no budget and no retry spent; only training fails."""
+    spec = _trivial_spec(4)
+    storage = open_storage(url)
+    study = create_or_load(spec, storage, url, heartbeat_seconds=BEAT)
+    calls = []
+
+    def objective(trial):
+        lr = trial.suggest_float("lr", 0.001, 0.1)
+        calls.append(lr)
+        if len(calls) == 2:
+            clash = psycopg.errors.DuplicatePreparedStatement('prepared statement "_pg3_0" exists')
+            raise sqlalchemy.exc.ProgrammingError("SELECT ...", {}, clash)
+        if len(calls) == 3:
+            raise ValueError("the training's own bug")  # this one fails the trial
+        return lr
+
+    with caplog.at_level(logging.WARNING):
+        summary = work(study, spec, storage, objective)
+    assert (summary.complete, summary.failed, summary.given_back) == (3, 1, 1)
+    counts = tally(study)
+    assert (counts.complete, counts.failed, counts.retried, counts.finished) == (3, 1, 1, 4)
+    back = next(t for t in study.get_trials() if t.user_attrs.get(RETRIED_ATTR))
+    assert back.user_attrs[FAILURE_ATTR].startswith("storage error: prepared statement")
+    assert any(t.user_attrs.get(RETRY_OF_ATTR) == back.number for t in study.get_trials())
+    assert "given back to the study (storage error" in caplog.text
+
+
+@pytest.mark.parametrize("backend", ["postgres", "pgbouncer"], indirect=True)
+def test_killed_server_connections_fail_no_trial(backend, caplog):
+    """The server connections under a worker are killed mid-trial and between trials (a
+    failover, an administrator, a pooler restart): the storage calls that meet the dead
+    connection are retried, and every trial completes; none fails, none is retried."""
+    spec = _trivial_spec(6)
+    storage = open_storage(backend.url)
+    study = create_or_load(spec, storage, backend.url, heartbeat_seconds=BEAT)
+    kill = (
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE datname = %s AND pid <> pg_backend_pid()"
+    )
+    killed = []
+
+    def objective(trial):
+        lr = trial.suggest_float("lr", 0.001, 0.1)
+        if trial.number % 2 == 0:  # mid-trial; the others die after the trial, before a claim
+            with pg_admin() as conn:
+                killed.append(conn.execute(kill, (backend.database,)).fetchone()[0])
+            trial.report(lr, 0)  # the first statement after: on a dead connection
+        return lr
+
+    def tell_then_kill(trial, *args, **kwargs):
+        frozen = tell(trial, *args, **kwargs)
+        if frozen.number % 2 == 1:
+            with pg_admin() as conn:
+                killed.append(conn.execute(kill, (backend.database,)).fetchone()[0])
+        return frozen
+
+    tell, study.tell = study.tell, tell_then_kill
+    with caplog.at_level(logging.WARNING, logger="hpo.storage"):
+        summary = work(study, spec, storage, objective)
+    assert (summary.complete, summary.failed, summary.given_back) == (6, 0, 0)
+    assert sum(killed) >= 6  # something was killed every time
+    counts = tally(study)
+    assert (counts.complete, counts.failed, counts.retried, counts.running) == (6, 0, 0, 0)
+    assert "storage unavailable" in caplog.text  # the retries did happen

@@ -45,7 +45,7 @@ def record_grid(spec, url: str, only: int | None = None, prune_one: bool = False
     """Fill the grid study as workers would, with made-up curves instead of training."""
     study = create(spec, url)
     storage = open_storage(url)
-    lock = StudyLock(storage, spec.name)
+    lock = StudyLock(storage, study._study_id)
     n = 0
     while isinstance(trial := claim(study, spec, storage, lock), optuna.Trial) and (
         only is None or n < only

@@ -21,6 +21,7 @@ from hpo.errors import HpoError
 
 TRIAL_STRIDE = 100_000  # trials a run may take before its seed stream meets the next one
 MAX_REPEATS = 1_000
+MAX_BUDGET = 1e9  # trials, epochs or seconds per run (seconds: 31 years)
 #: Every arm label, in a fixed order: an arm's position picks its block of seed streams.
 ARM_LABELS = [s + suffix for s in SAMPLERS for suffix in ("", "-pruned")]
 DEFAULT_ARMS = "grid,random,tpe-pruned"
@@ -109,7 +110,8 @@ def parse_budget(text: str | None, spec: StudySpec) -> ComputeBudget:
             ) from None
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", text.lower())
     unit = UNIT_WORDS.get(match.group(2)) if match else None
-    if not match or unit is None or float(match.group(1)) <= 0:
+    # float() of 400 digits is inf, and int(inf) raises: a budget past MAX_BUDGET is a slip.
+    if not match or unit is None or not 0 < float(match.group(1)) <= MAX_BUDGET:
         raise CompareError(
             f"--budget {text!r} is not a budget; write e.g. 120trials, 600epochs or 1800s"
         )

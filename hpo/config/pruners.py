@@ -13,7 +13,7 @@ from typing import Any
 
 import optuna
 
-from hpo.config.registry import build
+from hpo.config.registry import Bounds, build
 from hpo.errors import SpecError
 
 
@@ -44,6 +44,19 @@ PRUNERS: dict[str, Callable[..., optuna.pruners.BasePruner]] = {
 }
 
 
+#: Ranges of options that Optuna accepts when the pruner is built but fails on (a division by
+#: zero, a logarithm of 0) at the first report; hpo checks them up front.
+OPTION_BOUNDS: dict[str, dict[str, Bounds]] = {
+    "hyperband": {
+        "min_resource": (1, None),
+        "max_resource": (1, None),
+        "reduction_factor": (2, None),
+        "bootstrap_count": (0, None),
+    },
+    "successive_halving": {"min_resource": (1, None), "reduction_factor": (2, None)},
+}
+
+
 def build_pruner(spec: PrunerSpec) -> optuna.pruners.BasePruner:
     """Build the pruner a study file names.
 
@@ -60,4 +73,6 @@ def build_pruner(spec: PrunerSpec) -> optuna.pruners.BasePruner:
     with warnings.catch_warnings():
         # Study files opt into Optuna's experimental pruners on purpose; its warning is noise.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return build("pruner", PRUNERS, spec.name, spec.options, reserved=reserved)
+        return build(
+            "pruner", PRUNERS, spec.name, spec.options, reserved, OPTION_BOUNDS.get(spec.name)
+        )

@@ -12,13 +12,32 @@ sampler behind it only ever sees fixed parameters.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import optuna
 
-from hpo.config.registry import build
+from hpo.config.registry import Bounds, build
 from hpo.errors import SpecError
+
+
+class _BruteForce(optuna.samplers.BruteForceSampler):
+    """Optuna's brute-force sampler without its ``study.stop()`` once the space is exhausted.
+
+    Optuna allows that call only inside ``Study.optimize``; hpo's workers ask and tell, so the
+    last point's ``tell`` raised ``RuntimeError`` (and the worker died with a traceback). hpo
+    stops at the study's budget instead, which for brute force is the space's size.
+    """
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        state: optuna.trial.TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        return None
+
 
 SAMPLERS: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
     "grid": optuna.samplers.RandomSampler,
@@ -27,7 +46,19 @@ SAMPLERS: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
     "gp": optuna.samplers.GPSampler,
     "cmaes": optuna.samplers.CmaEsSampler,
     "qmc": optuna.samplers.QMCSampler,
-    "bruteforce": optuna.samplers.BruteForceSampler,
+    "bruteforce": _BruteForce,
+}
+
+#: Ranges of options that Optuna accepts when the sampler is built but fails on at the first
+#: trial (or, for ``n_ei_candidates``, takes minutes per trial); hpo checks them up front.
+OPTION_BOUNDS: dict[str, dict[str, Bounds]] = {
+    "tpe": {
+        "prior_weight": (0, None),
+        "n_ei_candidates": (1, 10_000),
+        "n_startup_trials": (0, None),
+    },
+    "gp": {"n_startup_trials": (0, None)},
+    "cmaes": {"popsize": (2, 10_000), "n_startup_trials": (0, None), "sigma0": (0, None)},
 }
 
 #: Samplers that need every searched parameter to take finitely many values.
@@ -51,4 +82,4 @@ def build_sampler(
     with warnings.catch_warnings():
         # Study files opt into Optuna's experimental samplers on purpose; its warning is noise.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return build("sampler", SAMPLERS, name, options, reserved={"seed": seed})
+        return build("sampler", SAMPLERS, name, options, {"seed": seed}, OPTION_BOUNDS.get(name))

@@ -98,6 +98,8 @@ HYPERPARAMETERS: dict[str, Hyperparameter] = {
 def _check_value(name: str, value: Any, where: str) -> Any:
     hp = HYPERPARAMETERS[name]
     if hp.kind is float and isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) > 2**53:  # float() of a 400-digit TOML integer overflows
+            raise SpecError(f"{where} must be {hp.accepts}, got {value!r}")
         value = float(value)
     if not isinstance(value, hp.kind) or isinstance(value, bool):
         raise SpecError(f"{where} must be {hp.accepts}, got {value!r}")
@@ -159,7 +161,12 @@ def parse_param(name: str, raw: Any) -> Param:
     if step is not None:
         if log:
             raise SpecError(f"{key}: 'step' and 'log' cannot be combined")
-        if isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0:
+        if (
+            isinstance(step, bool)
+            or not isinstance(step, (int, float))
+            or (isinstance(step, float) and not math.isfinite(step))  # NaN passes both tests
+            or step <= 0
+        ):
             raise SpecError(f"{key}.step must be a positive number, got {step!r}")
         if hp.kind is int and not isinstance(step, int):
             raise SpecError(f"{key}.step must be an integer, got {step!r}")

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
-from dataclasses import asdict, dataclass, field
+import stat
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,16 @@ from hpo.errors import SpecError
 
 METRICS = {"val_loss": "minimize", "val_accuracy": "maximize"}
 FULL_TRAIN = 60_000
+MAX_FILE_BYTES = 1024 * 1024  # a study file is a few hundred bytes; this is not one
+MAX_SEED = 2**31 - 1  # NumPy seeds stop at 2**32 - 1; compare adds up to 1.4e9 per arm and repeat
+# Upper bounds far above any real study, so that a typo (or 1e308) is an error naming the key
+# rather than an overflow, a timeout that never comes, or an allocation that never ends.
+MAX_TRIALS = 10**9
+MAX_MINUTES = 10**7  # about 19 years
+MAX_RETRIES = 1000
+MAX_BATCH = 10**7  # examples per evaluation batch; Fashion-MNIST has 70,000
+MAX_EPOCHS = 10_000  # as space.epochs
+MAX_DELTA = 1e6
 
 
 @dataclass(frozen=True)
@@ -113,18 +125,50 @@ def load_spec(path: str | Path) -> StudySpec:
             with the file's path and names the key.
     """
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise SpecError(f"cannot read the study file: {err.strerror}", str(path)) from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise SpecError(f"not valid TOML: {err}", str(path)) from None
+    raw = parse_toml(read_text(path), str(path))
     try:
         return parse_spec(raw, source=str(path))
     except SpecError as err:
         raise SpecError(str(err), str(path)) from None
+
+
+def read_text(path: Path) -> str:
+    """The study file's text: a regular file of at most :data:`MAX_FILE_BYTES`, in UTF-8.
+
+    A FIFO or a device (``/dev/zero``) would block or never end, so only regular files are
+    read, and only so far. A UTF-8 byte-order mark (as some Windows editors write) is dropped.
+    """
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise SpecError("not a regular file; give the path of a .toml study file", str(path))
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as err:
+        raise SpecError(f"cannot read the study file: {err.strerror or err}", str(path)) from None
+    except ValueError as err:  # a path with a NUL byte (only from Python; argv cannot hold one)
+        raise SpecError(f"cannot read the study file: {err}", str(path)) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise SpecError(
+            f"is larger than {MAX_FILE_BYTES // 1024} KiB; is it really a study file?", str(path)
+        )
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise SpecError(
+            f"is not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}); "
+            "save it as UTF-8",
+            str(path),
+        ) from None
+
+
+def parse_toml(text: str, source: str | None = None) -> dict[str, Any]:
+    """Parse TOML text; every way it can fail is one :class:`SpecError`."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise SpecError(f"not valid TOML: {err}", source) from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise SpecError("not valid TOML: arrays or tables nested too deeply", source) from None
 
 
 def parse_spec(raw: dict[str, Any], source: str | None = None) -> StudySpec:
@@ -147,6 +191,8 @@ def parse_spec(raw: dict[str, Any], source: str | None = None) -> StudySpec:
             f"be {METRICS[metric]}d; remove study.direction"
         )
     storage = _get(study, "study.storage", str, None)
+    if storage is not None and not storage.strip():
+        raise SpecError("study.storage is empty; remove it to use the default SQLite file")
 
     budget = _budget(_table(raw, "budget"))
     sampler = _sampler(_table(raw, "sampler"))
@@ -156,9 +202,6 @@ def parse_spec(raw: dict[str, Any], source: str | None = None) -> StudySpec:
     space_raw = _table(raw, "space")
     space = parse_space(space_raw)
 
-    spec = StudySpec(
-        name, metric, direction, storage, budget, sampler, pruner, data, train, space, source
-    )
     build_sampler(sampler.name, sampler.options, sampler.seed)
     build_pruner(pruner)
     if sampler.name in FINITE_SAMPLERS:
@@ -173,16 +216,24 @@ def parse_spec(raw: dict[str, Any], source: str | None = None) -> StudySpec:
                 f"budget.n_trials={budget.n_trials} exceeds the grid's {len(points)} points; "
                 "remove budget.n_trials to run the whole grid"
             )
+        if sampler.name == "bruteforce" and budget.n_trials is None:
+            # The grid's budget is set where its points are enqueued; brute force draws its own
+            # points, and past the space's size it would only repeat them.
+            budget = replace(budget, n_trials=len(points))
     elif budget.n_trials is None and budget.timeout_seconds is None:
         raise SpecError("budget needs n_trials, timeout_minutes, or both")
-    return spec
+    return StudySpec(
+        name, metric, direction, storage, budget, sampler, pruner, data, train, space, source
+    )
 
 
 def _budget(raw: dict[str, Any]) -> BudgetSpec:
     _only(raw, "budget", {"n_trials", "timeout_minutes", "max_retries"})
-    n_trials = _get(raw, "budget.n_trials", int, None, low=1)
-    minutes = _get(raw, "budget.timeout_minutes", float, None, low=0, strict_low=True)
-    retries = _get(raw, "budget.max_retries", int, 2, low=0)
+    n_trials = _get(raw, "budget.n_trials", int, None, low=1, high=MAX_TRIALS)
+    minutes = _get(
+        raw, "budget.timeout_minutes", float, None, low=0, strict_low=True, high=MAX_MINUTES
+    )
+    retries = _get(raw, "budget.max_retries", int, 2, low=0, high=MAX_RETRIES)
     return BudgetSpec(n_trials, minutes * 60 if minutes is not None else None, retries)
 
 
@@ -190,7 +241,7 @@ def _sampler(raw: dict[str, Any]) -> SamplerSpec:
     _only(raw, "sampler", {"name", "seed", "options"})
     return SamplerSpec(
         name=_get(raw, "sampler.name", str, "tpe"),
-        seed=_get(raw, "sampler.seed", int, 0, low=0),
+        seed=_get(raw, "sampler.seed", int, 0, low=0, high=MAX_SEED),
         options=_table(raw, "options", prefix="sampler"),
     )
 
@@ -209,7 +260,7 @@ def _data(raw: dict[str, Any]) -> DataSpec:
     _only(raw, "data", {"validation_size", "train_size", "seed"})
     val = _get(raw, "data.validation_size", int, 10_000, low=1, high=FULL_TRAIN - 1)
     train = _get(raw, "data.train_size", int, None, low=1, high=FULL_TRAIN - val)
-    return DataSpec(val, train, _get(raw, "data.seed", int, 0, low=0))
+    return DataSpec(val, train, _get(raw, "data.seed", int, 0, low=0, high=MAX_SEED))
 
 
 def _train(raw: dict[str, Any]) -> TrainSpec:
@@ -222,11 +273,15 @@ def _train(raw: dict[str, Any]) -> TrainSpec:
     if early and "patience" not in early:
         raise SpecError("train.early_stopping needs 'patience' (epochs without improvement)")
     return TrainSpec(
-        seed=_get(raw, "train.seed", int, 0, low=0),
+        seed=_get(raw, "train.seed", int, 0, low=0, high=MAX_SEED),
         device=device,
-        eval_batch_size=_get(raw, "train.eval_batch_size", int, 10_000, low=1),
-        early_stopping_patience=_get(early, "train.early_stopping.patience", int, None, low=1),
-        early_stopping_min_delta=_get(early, "train.early_stopping.min_delta", float, 0.0, low=0),
+        eval_batch_size=_get(raw, "train.eval_batch_size", int, 10_000, low=1, high=MAX_BATCH),
+        early_stopping_patience=_get(
+            early, "train.early_stopping.patience", int, None, low=1, high=MAX_EPOCHS
+        ),
+        early_stopping_min_delta=_get(
+            early, "train.early_stopping.min_delta", float, 0.0, low=0, high=MAX_DELTA
+        ),
     )
 
 
@@ -272,16 +327,27 @@ def _get(
         return default
     value = raw[name]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
+        value = _as_float(key, value)
     if not isinstance(value, kind) or isinstance(value, bool):
         raise SpecError(
             f"'{key}' must be {'a' if kind is not int else 'an'} {kind.__name__}, got {value!r}"
         )
+    if kind is float and not math.isfinite(value):  # NaN passes every comparison below
+        raise SpecError(f"'{key}' must be a finite number, got {value!r}")
     if low is not None and (value < low or (strict_low and value == low)):
         raise SpecError(f"'{key}' must be {'>' if strict_low else '>='} {low}, got {value!r}")
     if high is not None and value > high:
         raise SpecError(f"'{key}' must be <= {high}, got {value!r}")
     return value
+
+
+def _as_float(key: str, value: int) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # TOML integers have no size limit in tomllib
+        raise SpecError(
+            f"'{key}' is too large, got an integer of {len(str(value))} digits"
+        ) from None
 
 
 __all__ = [

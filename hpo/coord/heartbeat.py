@@ -3,13 +3,17 @@
 Optuna's own heartbeat only runs inside ``Study.optimize`` (with ``ask``/``tell`` it warns that
 "Heartbeat of storage is supposed to be used with Study.optimize"), so hpo leaves the storage's
 ``heartbeat_interval`` unset and runs its own: a :class:`Heartbeat` thread per running trial
-writes Optuna's ``trial_heartbeats`` row (``RDBStorage.record_heartbeat``, database time) every
-``interval`` seconds, and :func:`stale_trials` finds RUNNING trials whose last beat is older
-than the grace period (:data:`GRACE_BEATS` intervals). Because the beats are Optuna's, the
-dashboard and Optuna's own tools see the same thing.
+writes Optuna's ``trial_heartbeats`` row (the row ``RDBStorage.record_heartbeat`` writes, in
+database time) every ``interval`` seconds, and :func:`stale_trials` finds RUNNING trials whose
+last beat is older than the grace period (:data:`GRACE_BEATS` intervals). Because the beats are
+Optuna's, the dashboard and Optuna's own tools see the same thing.
 
-A PostgreSQL restart silences every worker at once; the grace period is counted from the
-restart, not from the last beat before it, so a restart alone never makes a trial stale.
+A beat is one statement (an upsert of that row) on the worker's one pooled connection; a claim
+records a trial's first beat in the same transaction that creates it, so a trial is never
+without one. A PostgreSQL restart silences every worker at once; the grace period is counted
+from the restart, not from the last beat before it. A network outage does too, without a
+restart to see: that is what :meth:`hpo.coord.retry.Health.steady` is for (see
+:mod:`hpo.coord.recovery`).
 """
 
 from __future__ import annotations
@@ -21,14 +25,13 @@ from types import TracebackType
 
 import optuna
 import sqlalchemy
-from optuna.storages._rdb import models
-from optuna.trial import TrialState
 
-from hpo.coord import retry
+from hpo.coord import retry, tables
 
 log = logging.getLogger("hpo.heartbeat")
 
 DEFAULT_INTERVAL = 10.0  # seconds between beats
+MIN_INTERVAL, MAX_INTERVAL = 0.1, 3600.0  # beyond these a beat hammers the database, or never comes
 GRACE_BEATS = 4  # a trial is stale after this many intervals without a beat
 
 
@@ -70,43 +73,36 @@ class Heartbeat:
 
 
 def beat(storage: optuna.storages.RDBStorage, trial_id: int) -> bool:
-    """Record one heartbeat now; False (and a log line) if the database is away."""
+    """Record one heartbeat now (one statement, on the worker's one pooled connection); False,
+    and a log line, if the database is away. Either outcome counts toward the process's
+    :data:`~hpo.coord.retry.health`."""
     try:
-        with retry.disabled():
-            storage.record_heartbeat(trial_id)
-        return True
+        with storage.engine.connect() as conn:
+            tables.beat(conn.execution_options(isolation_level="AUTOCOMMIT"), trial_id)
     except Exception as err:
+        if retry.is_link_failure(err):
+            retry.health.failed()
         log.warning("heartbeat of trial id %d not recorded: %s", trial_id, retry.reason(err))
         return False
+    retry.health.ok()
+    return True
 
 
 def stale_trials(storage: optuna.storages.RDBStorage, study_id: int, grace: float) -> list[int]:
     """Ids of the study's RUNNING trials that have not beaten for ``grace`` seconds.
 
-    A RUNNING trial with no heartbeat row at all (its worker died between creating it and its
-    first beat) is given one now, so it turns stale after the grace period like any other.
+    Only RUNNING trials are read. A RUNNING trial with no heartbeat row at all (created by
+    something other than an hpo claim, which records the first beat with the trial) is given
+    one now, so it turns stale after the grace period like any other.
     """
-    trials, beats = models.TrialModel, models.TrialHeartbeatModel
     with storage.engine.connect() as conn:
-        now = _naive(conn.execute(sqlalchemy.select(sqlalchemy.func.now())).scalar_one())
-        since = now - datetime.timedelta(seconds=grace)
+        now, rows = tables.running_beats(conn, study_id)
         if conn.dialect.name == "postgresql":
             restarted = conn.execute(sqlalchemy.text("SELECT pg_postmaster_start_time()"))
-            if _naive(restarted.scalar_one()) > since:
+            if tables.naive(restarted.scalar_one()) > now - datetime.timedelta(seconds=grace):
                 return []  # the server restarted within the grace period: nobody could beat
-        rows = conn.execute(
-            sqlalchemy.select(trials.trial_id, beats.heartbeat)
-            .outerjoin(beats, beats.trial_id == trials.trial_id)
-            .where(trials.study_id == study_id, trials.state == TrialState.RUNNING)
-        ).all()
+    since = now - datetime.timedelta(seconds=grace)
     for trial_id, last in rows:
         if last is None:
             beat(storage, trial_id)
-    return [trial_id for trial_id, last in rows if last is not None and _naive(last) < since]
-
-
-def _naive(value: datetime.datetime | str) -> datetime.datetime:
-    """Database timestamps as naive datetimes in the database's clock (as Optuna compares)."""
-    if isinstance(value, str):  # SQLite's CURRENT_TIMESTAMP
-        value = datetime.datetime.fromisoformat(value)
-    return value.replace(tzinfo=None)
+    return [trial_id for trial_id, last in rows if last is not None and last < since]

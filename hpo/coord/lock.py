@@ -1,105 +1,97 @@
-"""The study-wide lock that workers claim trials under, wherever they run.
+"""The study's critical section: one short transaction that holds the whole study.
 
-It serialises the few moments when a worker counts what already ran and claims a trial, so
-the budget and the grid stay exact with any number of workers: an advisory lock on
-PostgreSQL, a file lock beside the database on SQLite.
+Counting what already ran and reserving a trial (or a grid point) must be one step for all
+workers, wherever they run, or N workers would overshoot the budget or share a point.
+:meth:`StudyLock.run` runs such a step as one transaction that first locks the study:
+
+- PostgreSQL: ``SELECT … FROM studies … FOR UPDATE`` on the study's row. The lock is the
+  transaction's, so it works unchanged through a transaction pooler (PgBouncer), holds no
+  server connection between claims, and is the same lock Optuna's own trial creation takes, so
+  trial numbers stay consecutive. Each such transaction sets, for itself only
+  (``set_config(…, true)``, i.e. ``SET LOCAL``), :data:`LIMITS`: a waiter gives up after
+  ``lock_timeout`` and retries, and the server ends the session of a holder that went quiet
+  for ``idle_in_transaction_session_timeout`` (a worker host cut off inside the section), which
+  releases the lock within seconds, not when TCP notices hours later.
+- SQLite: ``flock`` on ``<db>.lock`` beside the database (SQLite is local to one host), and a
+  transaction that takes SQLite's write lock with its first statement, so that its reads are
+  never stale by the time it writes.
+
+The whole transaction is retried on a transient error (:mod:`hpo.coord.retry`): it either
+committed or left nothing behind. The step passed in should only read and write through the
+session it is given, and quickly: everything slow (the sampler, training) runs outside.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import optuna
 import sqlalchemy
+from optuna.storages._rdb import models
+from sqlalchemy import orm
 
 from hpo.coord import retry
-from hpo.coord.storage import POOL_TIMEOUT, sqlite_path
+from hpo.coord.storage import sqlite_path
 
 log = logging.getLogger("hpo.storage")
+T = TypeVar("T")
+
+#: Per-transaction server limits of the critical section (PostgreSQL). A claim's transaction
+#: lasts a few milliseconds; these leave room for a loaded machine and still free a study
+#: whose lock holder vanished within seconds.
+LIMITS = {
+    "lock_timeout": "5s",  # a waiter gives up and retries (its backoff is hpo.coord.retry's)
+    "statement_timeout": "10s",
+    "idle_in_transaction_session_timeout": "5s",  # the server ends a holder gone quiet
+}
+_SET_LIMITS = sqlalchemy.text(
+    "SELECT " + ", ".join(f"set_config('{k}', '{v}', true)" for k, v in LIMITS.items())
+)
 
 
 class StudyLock:
-    """A lock shared by every worker of one study, wherever they run.
+    """The critical section of one study, shared by every worker of it (see module docs)."""
 
-    PostgreSQL: a session-level advisory lock keyed by the study name, taken on the storage's
-    own single connection (the server releases it if the worker dies, and the lock costs no
-    extra connection). The lock stays with that connection while the storage's operations run
-    on it in between; if the connection was lost meanwhile (a restart), the lock went with it:
-    that is logged, and a session left behind by a network cut is terminated so that it cannot
-    hold the lock for hours. A storage not opened by :func:`hpo.coord.storage.open_storage` may pool
-    several connections, and the unlock could then reach another session than the lock did:
-    the lock takes one connection of its own for such a storage. SQLite: ``flock`` on
-    ``<db>.lock`` (SQLite is local to one host). Other backends get no lock.
-    """
-
-    def __init__(self, storage: optuna.storages.RDBStorage, study_name: str) -> None:
+    def __init__(self, storage: optuna.storages.RDBStorage, study_id: int) -> None:
+        self._engine = storage.engine
+        self._study_id = study_id
         self._path = sqlite_path(storage.url)
-        self._engine: sqlalchemy.Engine | None = None
-        self._key = int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big") >> 1
-        if self._path is None and storage.engine.dialect.name == "postgresql":
-            engine = storage.engine
-            if not _one_connection(engine):
-                engine = sqlalchemy.create_engine(
-                    engine.url, pool_size=1, max_overflow=0, pool_timeout=POOL_TIMEOUT
-                )
-            self._engine = engine
+        self._postgres = self._engine.dialect.name == "postgresql"
+
+    def run(self, step: Callable[[orm.Session], T], what: str = "") -> T:
+        """Run ``step(session)`` in one transaction holding the study; retried as a whole
+        while the database is away (:func:`hpo.coord.retry.call`)."""
+        return retry.call(self._once, step, what=what or "the study's critical section")
+
+    def _once(self, step: Callable[[orm.Session], T]) -> T:
+        with (
+            self._file_lock(),
+            orm.Session(self._engine, expire_on_commit=False) as session,
+            session.begin(),
+        ):
+            studies = models.StudyModel.__table__
+            if self._postgres:
+                session.execute(_SET_LIMITS)
+                locked = sqlalchemy.select(studies.c.study_id).with_for_update()
+            else:  # a write first: SQLite's write lock now, not at the first write below
+                locked = sqlalchemy.update(studies).values(study_name=studies.c.study_name)
+            found = session.execute(locked.where(studies.c.study_id == self._study_id))
+            if self._postgres and found.one_or_none() is None:
+                raise KeyError(f"no study with id {self._study_id}")
+            return step(session)
 
     @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
-        if self._path is not None:
-            with open(f"{self._path}.lock", "a") as handle:
-                fcntl.flock(handle, fcntl.LOCK_EX)
-                try:
-                    yield
-                finally:
-                    fcntl.flock(handle, fcntl.LOCK_UN)
-        elif self._engine is not None:
-            holder = retry.call(self._acquire, what="taking the study lock")
+    def _file_lock(self) -> Iterator[None]:
+        if self._path is None:
+            yield
+            return
+        with open(f"{self._path}.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
             finally:
-                retry.call(self._release, holder, what="releasing the study lock")
-        else:
-            yield
-
-    def _acquire(self) -> tuple[int, object]:
-        """Lock on the pool's connection; returns that session's (pid, start time)."""
-        assert self._engine is not None
-        with self._engine.connect() as conn:
-            holder = conn.execute(_LOCK, {"k": self._key}).one()
-            conn.commit()  # the lock is the session's: it outlives this transaction
-        return holder[0], holder[1]
-
-    def _release(self, holder: tuple[int, object]) -> None:
-        assert self._engine is not None
-        with self._engine.connect() as conn:
-            if not conn.execute(_UNLOCK, {"k": self._key}).scalar_one():
-                # Not our session any more: the connection that held the lock was lost.
-                log.warning("the study lock's database connection was lost while it was held")
-                conn.execute(_TERMINATE, {"pid": holder[0], "start": holder[1]})
-            conn.commit()
-
-
-def _one_connection(engine: sqlalchemy.Engine) -> bool:
-    """Whether ``engine``'s pool holds exactly one connection (as open_storage's does)."""
-    pool = engine.pool
-    return (
-        isinstance(pool, sqlalchemy.pool.QueuePool)
-        and pool.size() == 1
-        and getattr(pool, "_max_overflow", None) == 0
-    )
-
-
-_LOCK = sqlalchemy.text(  # waits for the lock; then who holds it: (pid, session start)
-    "SELECT pid, backend_start FROM pg_stat_get_activity(pg_backend_pid()), pg_advisory_lock(:k)"
-)
-# Unlocking a lock this session does not hold returns false (with a harmless server warning).
-_UNLOCK = sqlalchemy.text("SELECT pg_advisory_unlock(:k)")
-_TERMINATE = sqlalchemy.text(  # a session left behind by a network cut would hold the lock
-    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-    "WHERE pid = :pid AND backend_start = :start"
-)
+                fcntl.flock(handle, fcntl.LOCK_UN)

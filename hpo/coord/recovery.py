@@ -2,29 +2,41 @@
 
 Two ways a trial loses its worker:
 
-- the worker died (SIGKILL, out of memory, a lost machine): its heartbeat stops, and the next
-  worker to claim a trial finds it stale (:func:`reap`). Such a retry uses up one of the
-  study's ``max_retries`` for that point; past them, the trial stays FAIL and counts.
-- the worker was asked to stop (SIGINT/SIGTERM): it gives its trial back (:func:`give_back`).
-  That is not the trial's fault and uses no retry.
+- the worker died (SIGKILL, out of memory, a lost machine): its heartbeat stops, and a worker
+  that looks finds it stale (:func:`reap`). Such a retry uses up one of the study's
+  ``max_retries`` for that point; past them, the trial stays FAIL and counts.
+- the worker let go of it (SIGINT/SIGTERM, or an error of the storage rather than of the
+  training): it gives the trial back (:func:`hpo.coord.study.give_back`). That is not the
+  trial's fault and uses no retry.
 
-Either way the trial becomes FAIL with ``failure`` saying why, and ``hpo:retried`` set: a
-retried trial does not count toward the budget, and its point (the params it was given or had
-drawn) is enqueued once more, marked ``hpo:retry_of``. Both run under the study lock, so two
-workers never requeue the same trial, and :func:`ensure_retries` re-creates any queue entry
-whose creation was cut short by a crash, so no point is ever lost either.
+Either way :func:`requeue` makes the trial FAIL with ``failure`` saying why, marks it
+``hpo:retried`` (a retried trial does not count toward the budget) and enqueues its point (the
+params it was given or had drawn) once more, marked ``hpo:retry_of``, all in one transaction
+of the study's critical section: two workers never requeue the same trial, and no crash can
+leave a trial failed without its point queued.
+
+**Outages are not deaths.** Heartbeats that could not get through look like deaths. A worker
+therefore only reaps once its own link to the database has been healthy for the grace period
+plus the length of its last outage (:meth:`hpo.coord.retry.Health.steady`): when the database
+was unreachable from this worker for a minute, the other workers' links were probably down
+too and may come back later than this one's, so each gets about as long again, plus the grace
+period, to beat before its trial is taken. A worker host partitioned alone, while the others
+stay connected, is reaped after the grace period as before.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy import orm
 
+from hpo.coord import retry, tables
 from hpo.coord.heartbeat import stale_trials
+from hpo.coord.lock import StudyLock
 
 log = logging.getLogger("hpo.recovery")
 
@@ -36,83 +48,79 @@ RETRY_OF_ATTR = "hpo:retry_of"  # on a queued retry: the number of the trial it 
 
 def point_of(trial: FrozenTrial) -> dict[str, Any]:
     """The params the trial was given when queued, plus any it drew itself."""
-    return {**trial.system_attrs.get("fixed_params", {}), **trial.params}
-
-
-def attempt_of(trial: FrozenTrial) -> int:
-    return int(trial.user_attrs.get(ATTEMPT_ATTR, 1))
+    return {**trial.system_attrs.get(tables.FIXED_PARAMS, {}), **trial.params}
 
 
 def reap(
-    study: optuna.Study,
     storage: optuna.storages.RDBStorage,
-    trials: Sequence[FrozenTrial],
+    lock: StudyLock,
+    study_id: int,
     grace: float,
     max_retries: int,
-) -> list[FrozenTrial]:
+) -> list[int]:
     """Fail the study's stale RUNNING trials and queue their points again (within retries).
 
-    Call under the study lock, with ``trials`` read under it. Returns the trials it failed.
+    Does nothing unless this process's link has been steady (see module docs). Returns the
+    numbers of the trials it failed.
     """
-    by_id = {t._trial_id: t for t in trials}
-    reaped = []
-    for trial_id in stale_trials(storage, study._study_id, grace):
-        trial = by_id.get(trial_id)
-        if trial is None or trial.state != TrialState.RUNNING:
-            continue  # started or finished after ``trials`` was read
-        used = attempt_of(trial) - 1
-        lost = f"worker {trial.user_attrs.get('worker', '?')} lost: no heartbeat for {grace:g}s"
-        if used < max_retries:
-            done = _retire(storage, trial, f"{lost}; queued again", retry_attempt=used + 2)
-        else:
-            done = _retire(storage, trial, f"{lost}; gave up after {max_retries} retries")
-        if done:
-            log.warning("trial #%d: %s", trial.number, lost)
-            reaped.append(trial)
-    return reaped
+    if not retry.health.steady(grace):
+        return []
+    stale = retry.call(stale_trials, storage, study_id, grace, what="looking for stale trials")
+    if not stale:
+        return []
+
+    def step(session: orm.Session) -> list[tuple[int, str]]:
+        done = []
+        for trial_id in stale:
+            lost = requeue(session, study_id, trial_id, silent_for=grace, max_retries=max_retries)
+            if lost is not None:
+                done.append(lost)
+        return done
+
+    reaped = lock.run(step, what="failing stale trials")
+    for number, why in reaped:
+        log.warning("trial #%d: %s", number, why)
+    return [number for number, _ in reaped]
 
 
-def give_back(storage: optuna.storages.RDBStorage, trial: FrozenTrial, reason: str) -> bool:
-    """The owner hands its RUNNING trial back: FAIL with ``reason``, point queued again.
+def requeue(
+    session: orm.Session,
+    study_id: int,
+    trial_id: int,
+    *,
+    reason: str | None = None,
+    silent_for: float | None = None,
+    max_retries: int = 0,
+) -> tuple[int, str] | None:
+    """RUNNING → FAIL, and its point queued again: (number, failure text), or None if the
+    trial was not RUNNING (it finished, or another worker requeued it first).
 
-    Call under the study lock, then :func:`ensure_retries`. False if the trial had already
-    finished (another worker took it for dead).
+    Call in the study's critical section (:meth:`StudyLock.run`). With ``silent_for`` (the
+    grace period) it is a reaping: the trial must still be silent that long, and the retry
+    uses one of ``max_retries``. Without it the owner gives the trial back for ``reason``,
+    which uses no retry.
     """
-    return _retire(storage, trial, f"{reason}; queued again", retry_attempt=attempt_of(trial))
+    if silent_for is not None and _beat_within(session, trial_id, silent_for):
+        return None  # it beat since it was found stale: alive after all
+    if not tables.finish_running(session, trial_id, TrialState.FAIL):
+        return None
+    number, point, attrs = tables.trial_facts(session, trial_id)
+    attempt = int(attrs.get(ATTEMPT_ATTR, 1))
+    if silent_for is None:
+        why, again = f"{reason}; queued again", attempt
+    else:
+        lost = f"worker {attrs.get('worker', '?')} lost: no heartbeat for {silent_for:g}s"
+        if attempt - 1 >= max_retries:  # out of retries: the trial stays FAIL and counts
+            why = f"{lost}; gave up after {max_retries} retries"
+            tables.set_trial_attrs(session, trial_id, {FAILURE_ATTR: why})
+            return number, why
+        why, again = f"{lost}; queued again", attempt + 1
+    tables.set_trial_attrs(session, trial_id, {FAILURE_ATTR: why, RETRIED_ATTR: again})
+    retry_attrs = {ATTEMPT_ATTR: again, RETRY_OF_ATTR: number}
+    tables.enqueue(session, study_id, [(point, retry_attrs)])
+    return number, why
 
 
-def ensure_retries(study: optuna.Study, trials: Sequence[FrozenTrial]) -> int:
-    """Queue the retry of every retried trial that has none yet; returns how many it queued.
-
-    Call under the study lock, with ``trials`` read under it.
-    """
-    queued = {t.user_attrs.get(RETRY_OF_ATTR) for t in trials}
-    count = 0
-    for trial in trials:
-        attempt = trial.user_attrs.get(RETRIED_ATTR)
-        if trial.state == TrialState.FAIL and attempt and trial.number not in queued:
-            study.enqueue_trial(
-                point_of(trial), user_attrs={ATTEMPT_ATTR: attempt, RETRY_OF_ATTR: trial.number}
-            )
-            count += 1
-    return count
-
-
-def _retire(
-    storage: optuna.storages.RDBStorage,
-    trial: FrozenTrial,
-    reason: str,
-    retry_attempt: int | None = None,
-) -> bool:
-    """RUNNING → FAIL with ``reason``, marked retried if ``retry_attempt`` is given.
-
-    Returns False if the trial finished in the meantime (its owner won the race). The marks go
-    on first: a finished trial cannot take attributes, and the state change is atomic.
-    """
-    try:
-        storage.set_trial_user_attr(trial._trial_id, FAILURE_ATTR, reason)
-        if retry_attempt is not None:
-            storage.set_trial_user_attr(trial._trial_id, RETRIED_ATTR, retry_attempt)
-        return storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-    except optuna.exceptions.UpdateFinishedTrialError:
-        return False
+def _beat_within(session: orm.Session, trial_id: int, seconds: float) -> bool:
+    now, last = tables.last_beat(session, trial_id)
+    return last is not None and last >= now - datetime.timedelta(seconds=seconds)

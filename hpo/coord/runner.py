@@ -28,6 +28,7 @@ import optuna
 
 from hpo.config.spec import StudySpec
 from hpo.coord import logs
+from hpo.coord.failures import storage_failure
 from hpo.coord.progress import Echo, Watcher
 from hpo.coord.results import status
 from hpo.coord.signals import SIGNALS, Shutdown
@@ -114,7 +115,8 @@ def run_study(
         codes, stopped_by = [0], shutdown.signal_name
     else:
         codes, stopped_by = _run_processes(spec, url, workers, data_dir, threads, watcher)
-    if stopped_by is None and on_finish is not None:  # an interrupted run exits promptly
+    # An interrupted run exits promptly; one whose workers failed has nothing to sum up.
+    if stopped_by is None and on_finish is not None and not any(codes):
         on_finish(study)
     info = status(study)
     return RunReport(spec.name, url, info, codes, info["finished"] - finished_before, stopped_by)
@@ -176,9 +178,12 @@ def _worker_main(spec: StudySpec, url: str, data_dir: str | Path | None, threads
     _exit_with(os.getppid())
     try:
         run_worker(spec, url, data_dir=data_dir, threads=threads)
-    except HpoError as err:
-        print(f"Error: {err}", file=sys.stderr)
-        sys.exit(err.exit_code)
+    except Exception as err:
+        failure = err if isinstance(err, HpoError) else storage_failure(err, url)
+        if failure is None:
+            raise
+        print(f"Error: {failure}", file=sys.stderr)
+        sys.exit(failure.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
 

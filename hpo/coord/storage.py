@@ -4,6 +4,22 @@ Precedence for the URL: ``--storage`` > ``$HPO_STORAGE`` > the study file's ``st
 ``sqlite:///storage/<name>.db``. Passwords in URLs are never printed: use :func:`mask`.
 Storage operations survive a database restart (:mod:`hpo.coord.retry`); the study-wide lock that
 workers claim trials under is :mod:`hpo.coord.lock`.
+
+On PostgreSQL, every connection is set up to work unchanged behind a transaction pooler
+(PgBouncer's ``pool_mode = transaction``) and to notice a dead link in seconds:
+
+- no prepared statements (psycopg's ``prepare_threshold=None``): a pooler hands each
+  transaction to any server connection, where psycopg's prepared statements do not exist, or
+  clash with another client's;
+- client-side TCP keepalives and ``tcp_user_timeout`` (:data:`CLIENT_LINK`): a statement on a
+  link that died fails within about ten seconds instead of waiting for TCP's minutes or hours,
+  and the retry layer takes over;
+- the same on the server's side of the session (:data:`SERVER_LINK`, set with ``set_config``
+  when a connection opens, not with the startup ``options`` that PgBouncer rejects), so that
+  the server drops the session of a worker host that vanished, and whatever that session held,
+  within about ten seconds rather than after the system's two hours. Behind a pooler these
+  land on the pooler's own server connections, where they are harmless; the pooler's links to
+  its clients are its own settings (README, "Many workers").
 """
 
 from __future__ import annotations
@@ -19,13 +35,31 @@ import optuna
 import sqlalchemy
 from sqlalchemy.engine import make_url
 
+from hpo.coord.failures import keep_reserve, storage_failure, watch_file
 from hpo.coord.retry import RetryingStorage, reason
 from hpo.errors import StorageError
 
 STORAGE_ENV = "HPO_STORAGE"
-CONNECT_TIMEOUT = 10  # seconds; an unreachable host fails fast instead of after TCP's minutes
+CONNECT_TIMEOUT = 5  # seconds; an unreachable host fails fast instead of after TCP's minutes
 POOL_TIMEOUT = 30  # seconds a thread waits for the worker's one connection
+#: libpq's settings for the worker's end of the link: probe an idle link after 4 s, every 2 s,
+#: 3 times; give up on data the server has not acknowledged for 10 s.
+CLIENT_LINK = {
+    "keepalives": 1,
+    "keepalives_idle": 4,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
+#: The server's end of each session, the same limits (user-settable server settings).
+SERVER_LINK = {
+    "tcp_keepalives_idle": "4",
+    "tcp_keepalives_interval": "2",
+    "tcp_keepalives_count": "3",
+    "tcp_user_timeout": "10000",
+}
 SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg", "mysql", "mysql+pymysql")
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 
 
 def resolve_url(study_name: str, file_url: str | None = None, cli_url: str | None = None) -> str:
@@ -35,6 +69,8 @@ def resolve_url(study_name: str, file_url: str | None = None, cli_url: str | Non
         StorageError: the URL is malformed or names an unsupported database.
     """
     url = cli_url or os.environ.get(STORAGE_ENV) or file_url or f"sqlite:///storage/{study_name}.db"
+    if any(ord(c) < 32 or ord(c) == 127 for c in url):
+        raise StorageError(f"storage URL {mask_text(url)!r} contains a control character")
     if "://" not in url:
         raise StorageError(
             f"storage {url!r} is not a URL; for a SQLite file write 'sqlite:///{url}', "
@@ -42,8 +78,8 @@ def resolve_url(study_name: str, file_url: str | None = None, cli_url: str | Non
         )
     try:
         parsed = make_url(url)
-    except (sqlalchemy.exc.ArgumentError, ValueError):  # ValueError: a port that is no number
-        raise StorageError(f"storage URL {mask(url)!r} is malformed") from None
+    except (sqlalchemy.exc.ArgumentError, ValueError, TypeError):  # ValueError: a bad port
+        raise StorageError(f"storage URL {mask_text(url)!r} is malformed") from None
     if parsed.drivername not in SCHEMES:
         raise StorageError(
             f"storage URL scheme {parsed.drivername!r} is not supported; use sqlite:///path.db "
@@ -53,7 +89,66 @@ def resolve_url(study_name: str, file_url: str | None = None, cli_url: str | Non
         url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
     if parsed.drivername == "sqlite" and not parsed.database:
         raise StorageError("a SQLite storage URL needs a file: sqlite:///path/to/study.db")
+    check_storage(url)
     return url
+
+
+def check_storage(url: str) -> None:
+    """What can be known of a storage without touching it; creates nothing, connects nowhere.
+
+    For SQLite: the URL names a file (not ``:memory:``, which each worker would have alone),
+    with no query options, where a file can be (not a folder, not under a file), and an
+    existing file is a SQLite database. A server's URL is only checked for its form.
+
+    Raises:
+        StorageError: what is wrong and what to write instead.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        try:
+            parsed.get_dialect().import_dbapi()
+        except ImportError as err:
+            raise StorageError(
+                f"storage URL scheme {parsed.drivername!r} needs the Python package "
+                f"{err.name or parsed.get_driver_name()!r}, which is not installed; "
+                "install it or use postgresql+psycopg://"
+            ) from None
+        return
+    if parsed.database == ":memory:" or (parsed.database or "").startswith("file:"):
+        raise StorageError(
+            "an in-memory SQLite database is not shared between workers; "
+            "use a file: sqlite:///path/to/study.db"
+        )
+    if parsed.query:
+        raise StorageError(
+            f"SQLite storage URL {mask(url)!r} takes no '?' options; hpo sets them itself"
+        )
+    path = Path(parsed.database or "")
+    try:
+        if path.is_dir():
+            raise StorageError(
+                f"SQLite storage {path} is a folder; name a file in it: sqlite:///{path}/study.db"
+            )
+        folder = path.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            raise StorageError(f"cannot put SQLite storage at {path}: {folder} is not a folder")
+        if path.exists():
+            with open(path, "rb") as f:
+                header = f.read(len(SQLITE_HEADER))
+            if header and header != SQLITE_HEADER:
+                raise StorageError(
+                    f"{path} is not a SQLite database; point the storage at another file"
+                )
+        elif Path(f"{path}-wal").exists():
+            # SQLite would replay a deleted database's journal into the new file.
+            raise StorageError(
+                f"{path} is gone but its journal {path}-wal is still there; restore {path}, "
+                f"or delete {path}-wal and {path}-shm to start anew"
+            )
+    except OSError as err:
+        raise StorageError(f"cannot use SQLite storage {path}: {err.strerror or err}") from None
 
 
 def mask(url: str) -> str:
@@ -92,7 +187,8 @@ def open_storage(url: str, create: bool = True, role: str = "hpo") -> RetryingSt
 
     On PostgreSQL the storage holds **one** connection (``pool_size=1, max_overflow=0``), which
     its heartbeat thread and the :class:`~hpo.coord.lock.StudyLock` share, so a worker costs the
-    server one connection and 64 workers fit in the default ``max_connections`` of 100.
+    server one connection and 64 workers fit in the default ``max_connections`` of 100 (more go
+    through PgBouncer: see the module docs for the connection settings that allows).
     ``role`` names the process in ``pg_stat_activity`` (``application_name``).
 
     Raises:
@@ -110,6 +206,8 @@ def open_storage(url: str, create: bool = True, role: str = "hpo") -> RetryingSt
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as err:
                 raise StorageError(f"cannot create {path.parent}: {err.strerror}") from None
+        if create:
+            keep_reserve(path)  # room to give trials back when the disk fills (failures.py)
         _enable_wal(path)
         # Several local workers write to one file: wait for the lock instead of failing.
         engine_kwargs["connect_args"] = {"timeout": 60}
@@ -124,6 +222,8 @@ def open_storage(url: str, create: bool = True, role: str = "hpo") -> RetryingSt
             connect_args={
                 "connect_timeout": CONNECT_TIMEOUT,
                 "application_name": f"{role} {socket.gethostname()}:{os.getpid()}"[:63],
+                "prepare_threshold": None,
+                **CLIENT_LINK,
             },
         )
     else:
@@ -134,6 +234,7 @@ def open_storage(url: str, create: bool = True, role: str = "hpo") -> RetryingSt
         storage = RetryingStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=not create)
         if path is not None:
             _no_fsync_per_commit(storage.engine)
+            watch_file(storage.engine, path)
         return storage
     except (
         sqlalchemy.exc.SQLAlchemyError,
@@ -141,7 +242,8 @@ def open_storage(url: str, create: bool = True, role: str = "hpo") -> RetryingSt
         sqlite3.Error,
         OSError,
     ) as err:
-        raise StorageError(f"cannot open storage {mask(url)}: {reason(err)}") from None
+        failure = storage_failure(err, url) if path is not None else None
+        raise failure or StorageError(f"cannot open storage {mask(url)}: {reason(err)}") from None
     except RuntimeError as err:  # optuna's schema-version check
         raise StorageError(f"storage {mask(url)} is not usable: {reason(err)}") from None
 
@@ -161,6 +263,8 @@ def _open_single(url: str, engine_kwargs: dict, create: bool) -> RetryingStorage
     storage = RetryingStorage(
         url, engine_kwargs, skip_compatibility_check=True, skip_table_creation=True
     )
+    sqlalchemy.event.listen(storage.engine, "connect", _server_link)
+    storage.engine.dispose()  # Optuna's set-up connected before the listener was there
     current, head = storage.get_current_version(), storage.get_head_version()
     if current != head:
         storage.engine.dispose()
@@ -169,6 +273,18 @@ def _open_single(url: str, engine_kwargs: dict, create: bool) -> RetryingStorage
             "upgrade it with 'optuna storage upgrade --storage URL'"
         )
     return storage
+
+
+_SET_SERVER_LINK = "SELECT " + ", ".join(
+    f"set_config('{k}', '{v}', false)" for k, v in SERVER_LINK.items()
+)
+
+
+def _server_link(dbapi_connection: object, _record: object) -> None:
+    """The server's end of a new session: keepalives and ``tcp_user_timeout`` (see module docs)."""
+    with dbapi_connection.cursor() as cursor:  # type: ignore[attr-defined]
+        cursor.execute(_SET_SERVER_LINK)
+    dbapi_connection.commit()  # type: ignore[attr-defined]
 
 
 def _no_fsync_per_commit(engine: sqlalchemy.Engine) -> None:
@@ -193,4 +309,5 @@ def _enable_wal(path: Path) -> None:
         with contextlib.closing(sqlite3.connect(path, timeout=60)) as conn:
             conn.execute("PRAGMA journal_mode=WAL")
     except sqlite3.Error as err:
-        raise StorageError(f"cannot open SQLite database {path}: {err}") from None
+        failure = storage_failure(err, f"sqlite:///{path}")
+        raise failure or StorageError(f"cannot open SQLite database {path}: {err}") from None

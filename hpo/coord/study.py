@@ -1,15 +1,20 @@
 """A study in storage: creating it from a spec, joining it, and claiming trials within budget.
 
 The study records the resolved study file and its fingerprint; a worker whose file differs
-refuses to join. The budget is the study's, not a worker's: a trial is claimed under the
-study-wide :class:`~hpo.coord.lock.StudyLock`, after counting what already ran, so N workers with a
-budget of B finish B trials between them. A grid study enqueues every point once when it is
-created, and workers pop them under the same lock, so each point runs exactly once.
+refuses to join. The budget is the study's, not a worker's: a trial is reserved in the study's
+critical section (:class:`~hpo.coord.lock.StudyLock`, one short transaction), after counting
+what already ran, so N workers with a budget of B finish B trials between them. A grid study
+enqueues every point once when it is created, and workers pop them in the same critical
+section, so each point runs exactly once.
 
-Each claim first fails the trials of dead workers and queues their points again
-(:mod:`hpo.coord.recovery`). A running trial counts toward the budget, so a worker that finds the
-budget spent while trials still run elsewhere is told to :data:`WAIT`: one of them may die and
-come back to the queue, and the study must still reach its budget.
+A claim's cost does not grow with the study: the critical section counts trials by state in
+SQL, pops one queued point or creates one trial, and records its first heartbeat
+(:mod:`hpo.coord.tables`); the sampler (Optuna's ``ask``, then the objective's ``suggest``
+calls) runs after it, outside, concurrently with other workers' as in plain Optuna. Dead
+workers' trials are looked for among RUNNING trials, at most once a heartbeat, and requeued
+(:mod:`hpo.coord.recovery`). A running trial counts toward the budget, so a worker that finds
+the budget spent while trials still run elsewhere is told to :data:`WAIT`: one of them may die
+and come back to the queue, and the study must still reach its budget.
 """
 
 from __future__ import annotations
@@ -17,16 +22,18 @@ from __future__ import annotations
 import enum
 import json
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy import orm
 
 from hpo.config.pruners import build_pruner
 from hpo.config.samplers import build_sampler
 from hpo.config.spec import StudySpec
-from hpo.coord import heartbeat, recovery
+from hpo.coord import heartbeat, recovery, tables
 from hpo.coord.lock import StudyLock
 from hpo.coord.recovery import RETRIED_ATTR
 from hpo.coord.storage import mask
@@ -39,9 +46,13 @@ CREATED_ATTR = "hpo:created_at"
 READY_ATTR = "hpo:ready"
 
 
+CLAIM_ATTR = "hpo:claim"  # system attribute: the claim that reserved the trial (see claim())
+
+
 @dataclass(frozen=True)
-class Budget:
-    """The study's budget as stored in the study (the creator's, not each worker's file)."""
+class StoredBudget:
+    """The study's budget as stored in the study when it was created (the creator's, not each
+    worker's file), with the heartbeat interval every worker of the study keeps to."""
 
     n_trials: int | None
     timeout_seconds: float | None
@@ -80,7 +91,10 @@ class Tally:
 
 
 def tally(study: optuna.Study | Sequence[FrozenTrial]) -> Tally:
-    """Count the study's trials by state; failed trials that were retried do not count."""
+    """Count the study's trials by state; failed trials that were retried do not count.
+
+    This reads the trials (for reports and progress); a claim counts in SQL instead.
+    """
     trials = study.get_trials(deepcopy=False) if isinstance(study, optuna.Study) else study
     counts = dict.fromkeys(("complete", "pruned", "failed", "running", "waiting", "retried"), 0)
     for trial in trials:
@@ -125,11 +139,19 @@ def create_or_load(
     """
     if n_trials is not None and spec.is_grid and n_trials > len(spec.grid()):
         raise SpecError(f"--n-trials {n_trials} exceeds the grid's {len(spec.grid())} points")
-    if heartbeat_seconds is not None and not heartbeat_seconds > 0:
-        raise HpoError(f"--heartbeat must be a positive number of seconds, got {heartbeat_seconds}")
-    with StudyLock(storage, spec.name).hold():
-        study = _new_study(spec, storage, create=True)
-        attrs = study.user_attrs
+    if heartbeat_seconds is not None and not (
+        heartbeat.MIN_INTERVAL <= heartbeat_seconds <= heartbeat.MAX_INTERVAL  # False for NaN
+    ):
+        raise HpoError(
+            f"--heartbeat must be a positive number of seconds from {heartbeat.MIN_INTERVAL:g} "
+            f"to {heartbeat.MAX_INTERVAL:g}, got {heartbeat_seconds}"
+        )
+    study = _new_study(spec, storage, create=True)
+    study_id = study._study_id
+
+    def step(session: orm.Session) -> None:
+        keys = (READY_ATTR, FINGERPRINT_ATTR, SPEC_ATTR, BUDGET_ATTR)
+        attrs = tables.study_attrs(session, study_id, keys)
         if READY_ATTR in attrs:
             check_fingerprint(spec, attrs)
             beat = attrs[BUDGET_ATTR].get("heartbeat_seconds", heartbeat.DEFAULT_INTERVAL)
@@ -140,8 +162,9 @@ def create_or_load(
                     "change while workers may run: leave --heartbeat out"
                 )
             if n_trials is not None:
-                study.set_user_attr(BUDGET_ATTR, {**attrs[BUDGET_ATTR], "n_trials": n_trials})
-            return study
+                budget = {**attrs[BUDGET_ATTR], "n_trials": n_trials}
+                tables.set_study_attr(session, study_id, BUDGET_ATTR, budget)
+            return
         budget = {
             "n_trials": n_trials or spec.budget.n_trials,
             "timeout_seconds": spec.budget.timeout_seconds,
@@ -150,15 +173,19 @@ def create_or_load(
         }
         if spec.is_grid and budget["n_trials"] is None:
             budget["n_trials"] = len(spec.grid())
-        study.set_user_attr(SPEC_ATTR, spec.resolved())
-        study.set_user_attr(FINGERPRINT_ATTR, spec.fingerprint())
-        study.set_user_attr(BUDGET_ATTR, budget)
-        study.set_user_attr(CREATED_ATTR, time.time())
-        if spec.is_grid:
-            for point in spec.grid():
-                study.enqueue_trial(point)
-        study.set_user_attr(READY_ATTR, True)
-        return study
+        for key, value in (
+            (SPEC_ATTR, spec.resolved()),
+            (FINGERPRINT_ATTR, spec.fingerprint()),
+            (BUDGET_ATTR, budget),
+            (CREATED_ATTR, time.time()),
+        ):
+            tables.set_study_attr(session, study_id, key, value)
+        if spec.is_grid:  # in the same transaction: workers see all the points or none
+            tables.enqueue(session, study_id, [(point, {}) for point in spec.grid()])
+        tables.set_study_attr(session, study_id, READY_ATTR, True)
+
+    StudyLock(storage, study_id).run(step, what="creating the study")
+    return study
 
 
 def join(spec: StudySpec, storage: optuna.storages.BaseStorage, url: str) -> optuna.Study:
@@ -200,10 +227,13 @@ def check_fingerprint(spec: StudySpec, attrs: dict) -> None:
     )
 
 
-def read_budget(study: optuna.Study) -> Budget:
-    attrs = study.user_attrs
+def read_budget(study: optuna.Study) -> StoredBudget:
+    return _budget(study.user_attrs)
+
+
+def _budget(attrs: dict) -> StoredBudget:
     b = attrs[BUDGET_ATTR]
-    return Budget(
+    return StoredBudget(
         b["n_trials"],
         b["timeout_seconds"],
         b["max_retries"],
@@ -231,32 +261,92 @@ def claim(
 ) -> optuna.Trial | NoTrial:
     """Start the next trial if the study's budget allows, else say whether to wait or leave.
 
-    Runs under the study lock: reaping dead workers' trials, counting and creating (or popping
-    a queued point) happen as one step, so concurrent workers neither overshoot the budget nor
-    share a point. A trial whose worker dies before its first heartbeat is adopted by the
-    reaper (:func:`hpo.coord.heartbeat.stale_trials`), so it is retried all the same.
+    In the critical section, as one step: count the study's trials by state, pop a queued
+    point or create a trial, and record its first heartbeat, so concurrent workers neither
+    overshoot the budget nor share a point, and a trial is never without a heartbeat. The
+    sampler runs afterwards, outside it. The reservation carries a token (system attribute
+    ``hpo:claim``): if the connection drops after the commit, the retry finds the trial it
+    had reserved instead of reserving another.
 
-    ``reap=False`` skips looking for stale trials (a worker need not look more often than
-    once a heartbeat); queue entries lost in a crash are restored either way.
+    ``reap=False`` skips looking for dead workers' trials first (a worker need not look more
+    often than once a heartbeat).
     """
-    with lock.hold():
+    if reap:
         budget = read_budget(study)
-        trials = study.get_trials(deepcopy=False)
-        if reap and recovery.reap(study, storage, trials, budget.grace_seconds, budget.max_retries):
-            trials = study.get_trials(deepcopy=False)
-        if recovery.ensure_retries(study, trials):
-            trials = study.get_trials(deepcopy=False)
-        if budget.expired():
-            return DONE
-        counts = tally(trials)
-        spent = budget.n_trials is not None and counts.counted >= budget.n_trials
-        if spent or (spec.is_grid and counts.waiting == 0):
-            return WAIT if counts.running else DONE
-        trial_number = counts.counted + counts.waiting + counts.retried
-        study.sampler = build_sampler(
-            spec.sampler.name, spec.sampler.options, spec.sampler.seed, trial_number
-        )
-        return study.ask()
+        recovery.reap(storage, lock, study._study_id, budget.grace_seconds, budget.max_retries)
+    token = uuid.uuid4().hex
+    tries = 0
+
+    def step(session: orm.Session) -> tuple[int, int] | NoTrial:
+        nonlocal tries
+        tries += 1
+        if tries > 1 and (mine := tables.running_with(session, sid, CLAIM_ATTR, token)):
+            return mine  # an earlier try committed before its connection dropped
+        return _reserve(session, sid, spec.is_grid, token)
+
+    sid = study._study_id
+    reserved = lock.run(step, what="claiming a trial")
+    if isinstance(reserved, NoTrial):
+        return reserved
+    trial_id, number = reserved
+    study.sampler = build_sampler(
+        spec.sampler.name, spec.sampler.options, spec.sampler.seed, number
+    )
+    return _open(study, storage, trial_id)
+
+
+def _reserve(
+    session: orm.Session, study_id: int, is_grid: bool, token: str
+) -> tuple[int, int] | NoTrial:
+    budget = _budget(tables.study_attrs(session, study_id, (BUDGET_ATTR, CREATED_ATTR)))
+    if budget.expired():
+        return DONE
+    counts = count(session, study_id)
+    spent = budget.n_trials is not None and counts.counted >= budget.n_trials
+    if spent or (is_grid and counts.waiting == 0):
+        return WAIT if counts.running else DONE
+    reserved = tables.pop_waiting(session, study_id) if counts.waiting else None
+    if reserved is None:
+        number = counts.counted + counts.waiting + counts.retried
+        reserved = tables.start_new(session, study_id, number), number
+    tables.set_trial_system_attr(session, reserved[0], CLAIM_ATTR, token)
+    tables.beat(session, reserved[0])
+    return reserved
+
+
+def count(session: orm.Session, study_id: int) -> Tally:
+    """The study's :class:`Tally`, counted in SQL (in the critical section)."""
+    states, retried = tables.count_by_state(session, study_id, RETRIED_ATTR)
+    return Tally(
+        complete=states.get(TrialState.COMPLETE, 0),
+        pruned=states.get(TrialState.PRUNED, 0),
+        failed=states.get(TrialState.FAIL, 0) - retried,
+        running=states.get(TrialState.RUNNING, 0),
+        waiting=states.get(TrialState.WAITING, 0),
+        retried=retried,
+    )
+
+
+def _open(study: optuna.Study, storage: optuna.storages.RDBStorage, trial_id: int) -> optuna.Trial:
+    """An ``optuna.Trial`` for a trial reserved in the critical section, as ``Study.ask``
+    returns one (which then runs the sampler's ``before_trial`` and relative sampling).
+
+    ``Study.ask`` would also bring Optuna's per-process trial cache up to date by reading every
+    unfinished trial of the study, each queued grid point included; the cache only needs to
+    learn of this one trial, so it is added alone. Optuna's private cache API is used for that;
+    tests/test_study.py holds it to what ``ask`` does.
+    """
+    study._thread_local.cached_all_trials = None  # as ask() does: sample from a fresh read
+    cache = study._storage
+    if isinstance(cache, optuna.storages._CachedStorage):
+        frozen = storage.get_trial(trial_id)
+        with cache._lock:
+            if study._study_id in cache._studies:
+                cache._add_trials_to_cache(study._study_id, [frozen])
+                cache._studies[study._study_id].unfinished_trial_ids.add(trial_id)
+        if study._study_id not in cache._studies:  # never read yet: read it all, once
+            study.get_trials(deepcopy=False)
+    return optuna.Trial(study, trial_id)
 
 
 def give_back(
@@ -266,13 +356,13 @@ def give_back(
     trial_id: int,
     reason: str,
 ) -> bool:
-    """Hand a RUNNING trial back to the study (FAIL with ``reason``, its point queued again).
+    """The worker hands its RUNNING trial back to the study (FAIL with ``reason``, its point
+    queued again, no retry used): on a stop signal, or when the storage failed under it.
 
     False if it had already finished (another worker had taken it for dead).
     """
-    with lock.hold():
-        frozen = storage.get_trial(trial_id)
-        if frozen.state != TrialState.RUNNING or not recovery.give_back(storage, frozen, reason):
-            return False
-        recovery.ensure_retries(study, study.get_trials(deepcopy=False))
-        return True
+
+    def step(session: orm.Session) -> bool:
+        return recovery.requeue(session, study._study_id, trial_id, reason=reason) is not None
+
+    return lock.run(step, what="giving a trial back")

@@ -8,6 +8,11 @@ alive; a worker that dies has its trial retried by another (:mod:`hpo.coord.reco
 SIGTERM interrupts the trial at once, gives it back to the study and ends the worker with
 exit code 0 (:mod:`hpo.coord.signals`). When the budget is taken by trials still running elsewhere,
 the worker waits, beat by beat, in case one of them dies and its point comes back.
+
+Only the training can fail a trial. An error of the storage or of a pooler in front of it (a
+lost connection, a timeout, a prepared-statement clash, a serialization failure) is retried
+where it happens (:mod:`hpo.coord.retry`); one that still reaches the trial gives the trial
+back to the queue, so it spends no budget and no retry, and the worker carries on.
 """
 
 from __future__ import annotations
@@ -26,11 +31,20 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config.spec import StudySpec
+from hpo.coord import retry
+from hpo.coord.failures import (
+    StorageFailure,
+    giving_back,
+    release_reserve,
+    reserve_path,
+    storage_failure,
+    watch_reserve,
+)
 from hpo.coord.heartbeat import Heartbeat
 from hpo.coord.lock import StudyLock
 from hpo.coord.recovery import FAILURE_ATTR
 from hpo.coord.signals import Interrupted, Shutdown
-from hpo.coord.storage import open_storage
+from hpo.coord.storage import open_storage, sqlite_path
 from hpo.coord.study import DONE, WAIT, claim, give_back, join, read_budget
 from hpo.objective import TrialDiverged, make_objective
 from hpo.train import data as data_module
@@ -95,6 +109,8 @@ def run_worker(
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         data_module.locate(data_dir)  # fail on missing data before touching storage
         storage = open_storage(url, create=False, role="hpo worker")
+        if (database := sqlite_path(url)) is not None:
+            watch_reserve(storage.engine, database)  # stop when another worker found it full
         study = join(spec, storage, url)
         device = resolve_device(spec.train.device)
         dataset = data_module.load(spec.data, data_dir).to(device)
@@ -117,7 +133,7 @@ def work(
     requested (the running trial is then given back to the study).
     """
     shutdown = shutdown or Shutdown()
-    lock = StudyLock(storage, spec.name)
+    lock = StudyLock(storage, study._study_id)
     interval = read_budget(study).heartbeat_seconds
     summary = WorkerSummary()
     reaped_at = -math.inf
@@ -151,7 +167,8 @@ def _run_claimed(
     shutdown: Shutdown,
     interval: float,
 ) -> FrozenTrial | None:
-    """Run a claimed trial with heartbeats; None if a stop interrupted it and it was given back."""
+    """Run a claimed trial with heartbeats; None if it was given back (a stop interrupted it,
+    or the storage failed under it)."""
     log.info("trial #%d started", trial.number)
 
     def interruptible(t: optuna.Trial) -> float:
@@ -166,15 +183,56 @@ def _run_claimed(
             if give_back(study, storage, lock, trial._trial_id, reason):
                 log.info("trial #%d %s; given back to the study", trial.number, reason)
             return None
+        except StorageFailure as failure:
+            _give_back_after_failure(study, storage, lock, trial, failure)
+            raise
+        except Exception as err:
+            if not retry.is_infrastructure(err):
+                raise
+            reason = f"storage error: {retry.reason(err)}"[:500]
+            if give_back(study, storage, lock, trial._trial_id, reason):
+                log.warning("trial #%d given back to the study (%s)", trial.number, reason)
+            return None
+
+
+def _give_back_after_failure(
+    study: optuna.Study,
+    storage: optuna.storages.RDBStorage,
+    lock: StudyLock,
+    trial: optuna.Trial,
+    failure: StorageFailure,
+) -> None:
+    """Hand the trial back before the worker exits with ``failure`` (a full disk, say).
+
+    On a full disk, the space the study keeps in reserve is freed for it first. The write may
+    fail all the same (something else took the space); the trial is then retried by the next
+    worker once its heartbeat is stale, a grace period after this one stopped beating.
+    """
+    database = sqlite_path(storage.url)
+    if failure.disk_full and database is not None and release_reserve(database):
+        log.warning("the disk is full: released %s to give trials back", reserve_path(database))
+    try:
+        with giving_back():
+            given = give_back(study, storage, lock, trial._trial_id, f"storage: {failure}"[:500])
+        if given:
+            log.warning("trial #%d given back to the study: %s", trial.number, failure)
+    except Exception as err:
+        log.warning(
+            "trial #%d could not be given back (%s); it is retried once its heartbeat is stale",
+            trial.number,
+            storage_failure(err) or err,
+        )
 
 
 def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) -> FrozenTrial:
     """Run one claimed trial and tell the study how it ended; never raises for a bad trial.
 
-    Pruned → PRUNED; NaN/inf loss → FAIL with the reason; any other exception → FAIL with the
-    exception recorded (and logged), so the study goes on. A stop (:class:`Interrupted`,
-    ``KeyboardInterrupt``) propagates and leaves the trial RUNNING: the caller gives it back,
-    or, if the process is gone, another worker retries it once its heartbeat is stale.
+    Pruned → PRUNED; NaN/inf loss → FAIL with the reason; any other exception of the
+    objective → FAIL with the exception recorded (and logged), so the study goes on. An error
+    of the storage (:func:`hpo.coord.retry.is_infrastructure`) is not the trial's: it
+    propagates, as a stop (:class:`Interrupted`, ``KeyboardInterrupt``) does, and leaves the
+    trial RUNNING: the caller gives it back, or, if the process is gone, another worker
+    retries it once its heartbeat is stale.
     """
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     try:
@@ -185,7 +243,11 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) ->
         return _fail(study, trial, str(err))
     except optuna.exceptions.UpdateFinishedTrialError:  # its report or attributes were refused
         return _taken_over(study, trial, TrialState.RUNNING)
+    except StorageFailure:  # the disk or the database broke, not the trial: it goes back
+        raise
     except Exception as err:
+        if retry.is_infrastructure(err):
+            raise
         log.error("trial %d failed:\n%s", trial.number, traceback.format_exc())
         return _fail(study, trial, f"{type(err).__name__}: {err}"[:500])
     return _tell(study, trial, TrialState.COMPLETE, value)

@@ -22,7 +22,7 @@ import shutil
 import struct
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 import torch
 
@@ -127,11 +127,19 @@ def locate(data_dir: str | Path | None = None, debian_dir: Path | None = None) -
     root = default_data_dir(data_dir)
     debian_dir = debian_dir or DEBIAN_DIR
     raw = root / "FashionMNIST" / "raw"
+    for folder in (root, root / "FashionMNIST", raw):
+        if folder.exists() and not folder.is_dir():
+            raise DataNotFoundError(
+                f"the data folder {folder} is a file, not a folder; point --data-dir or "
+                f"${DATA_DIR_ENV} at a folder (it may be empty: hpo fetches the data into it)"
+            )
     if all((raw / f).is_file() for f in FILES):
+        check(raw)
         return root
     for source in (raw, debian_dir):
         if all((source / f"{f}.gz").is_file() for f in FILES):
             _decompress(source, raw)
+            check(raw)
             return root
     try:
         import torchvision
@@ -147,7 +155,68 @@ def locate(data_dir: str | Path | None = None, debian_dir: Path | None = None) -
             "FashionMNIST/raw/*-ubyte(.gz); (2) 'apt-get install dataset-fashion-mnist' "
             "(Debian/Ubuntu); (3) run once with internet access so torchvision downloads it."
         ) from None
+    check(raw)
     return root
+
+
+IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049  # IDX headers: unsigned bytes, 3 and 1 dimensions
+
+
+def check(raw: Path) -> None:
+    """Check the four IDX files before anything else runs: headers, sizes, counts, labels.
+
+    Reads the headers and the labels (70 kB), not the images: a truncated or damaged file is
+    found before a study is created, not by the first worker that loads it.
+
+    Raises:
+        DataNotFoundError: naming the file, what is wrong, and to delete it so it is fetched
+            again.
+    """
+    counts = {}
+    for name in FILES:
+        path = raw / name
+        magic = LABEL_MAGIC if "labels" in name else IMAGE_MAGIC
+        shape = _idx_shape(path, magic)
+        if magic == IMAGE_MAGIC and tuple(shape[1:]) != (28, 28):
+            _damaged(path, f"holds {'x'.join(map(str, shape[1:]))} images, not 28x28")
+        counts[name] = shape[0]
+        if magic == LABEL_MAGIC:
+            labels = read_idx(path)
+            if len(labels) and int(labels.max()) >= len(CLASSES):
+                _damaged(path, f"has a label {int(labels.max())}; Fashion-MNIST's are 0 to 9")
+    for prefix in ("train", "t10k"):
+        images, labels = (
+            counts[f"{prefix}-images-idx3-ubyte"],
+            counts[f"{prefix}-labels-idx1-ubyte"],
+        )
+        if images != labels or images == 0:
+            _damaged(raw / f"{prefix}-labels-idx1-ubyte", f"{labels} labels for {images} images")
+
+
+def _idx_shape(path: Path, magic: int) -> tuple[int, ...]:
+    """The shape an IDX file's header declares, checked against the file's size."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(4)
+            if len(header) < 4 or struct.unpack(">I", header)[0] != magic:
+                _damaged(path, "is not an IDX file of Fashion-MNIST's kind")
+            dims = f.read(4 * header[3])
+            size = os.fstat(f.fileno()).st_size
+    except OSError as err:
+        raise DataNotFoundError(f"cannot read {path}: {err.strerror or err}") from None
+    if len(dims) < 4 * header[3]:
+        _damaged(path, "is truncated in its header")
+    shape = struct.unpack(f">{header[3]}I", dims)
+    expected = 4 + len(dims) + math.prod(shape)
+    if size < expected:
+        _damaged(path, f"is truncated ({size} of {expected} bytes)")
+    if size > expected:
+        _damaged(path, f"has {size - expected} bytes more than its header declares")
+    return shape
+
+
+def _damaged(path: Path, what: str) -> NoReturn:
+    raise DataNotFoundError(f"{path} {what}; delete it so that hpo fetches it again")
 
 
 def _decompress(source: Path, raw: Path) -> None:
@@ -199,7 +268,10 @@ def split(
     """Hold out a seeded validation split; normalise with the training part's statistics."""
     n = len(train_labels)
     if spec.validation_size >= n:
-        raise ValueError(f"validation_size={spec.validation_size} leaves no training data")
+        raise DataNotFoundError(
+            f"data.validation_size={spec.validation_size} leaves none of the {n} training "
+            "images for training; lower it"
+        )
     order = torch.randperm(n, generator=torch.Generator().manual_seed(spec.seed))
     val_idx = order[: spec.validation_size]
     train_idx = order[spec.validation_size :]
