@@ -19,7 +19,7 @@ SHARED_DATA = REPO.parent / "shared" / "data" / "fashion-mnist"
 # about ten minutes, remembering failures in .hypothesis/ to replay them first next time.
 # No deadline: on a loaded 2-core machine timing is noise; tests guard against hangs themselves.
 settings.register_profile("ci", max_examples=400, deadline=None, database=None)
-settings.register_profile("long", max_examples=12_000, deadline=None)
+settings.register_profile("long", max_examples=4_000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
