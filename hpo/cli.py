@@ -35,9 +35,10 @@ class _Group(click.Group):
             raise _one_line(str(err), err.exit_code) from None
         except OSError as err:
             # A file or disk that failed where no library call expected it (a full disk under
-            # a CSV export, an output folder that is a file) is still the user's to fix.
-            where = f": {err.filename}" if err.filename else ""
-            raise _one_line(f"{err.strerror or err}{where}", 2) from None
+            # a CSV export, the study lock on a read-only disk) is still the user's to fix.
+            if err.filename:
+                raise _one_line(str(storage_failure(err)), 2) from None
+            raise _one_line(str(err.strerror or err), 2) from None
         except Exception as err:
             failure = storage_failure(err)  # a database error the storage layer did not map
             if failure is None:
