@@ -1,9 +1,11 @@
 """Study files: TOML in, a frozen, validated :class:`StudySpec` out.
 
-Everything is checked here, before anything touches storage: unknown keys, wrong types, empty
-or inverted ranges, log ranges through 0, unknown sampler/pruner/optimizer names, options the
-sampler or pruner rejects, a grid over a continuous range, and depth/width combinations that do
-not fit. Each problem is one :class:`~hpo.errors.SpecError` naming the key and the value.
+Everything is checked here, before anything touches storage: a file that is not a regular
+UTF-8 text file of TOML, unknown keys, wrong types, NaN, infinities and numbers out of bounds,
+empty or inverted ranges, log ranges through 0, unknown sampler/pruner/optimizer names, options
+of the wrong type or that the sampler or pruner rejects, a grid over a continuous range, and
+depth/width combinations that do not fit. Each problem is one :class:`~hpo.errors.SpecError`
+naming the key and the value.
 """
 
 from __future__ import annotations
