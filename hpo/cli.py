@@ -33,10 +33,14 @@ class _Group(click.Group):
             raise _one_line(_usage_message(err), 2) from None
         except HpoError as err:
             raise _one_line(str(err), err.exit_code) from None
+        except OSError as err:
+            # A file or disk that failed where no library call expected it (a full disk under
+            # a CSV export, the study lock on a read-only disk) is still the user's to fix.
+            if err.filename:
+                raise _one_line(str(storage_failure(err)), 2) from None
+            raise _one_line(str(err.strerror or err), 2) from None
         except Exception as err:
-            # A disk, folder or database that broke where no library call expected it (a
-            # full disk under a CSV export, say) is still the user's to fix: say which.
-            failure = storage_failure(err)
+            failure = storage_failure(err)  # a database error the storage layer did not map
             if failure is None:
                 raise
             raise _one_line(str(failure), failure.exit_code) from None

@@ -27,10 +27,10 @@ SHARED_DATA = REPO.parent / "shared" / "data" / "fashion-mnist"
 # all fuzz tests in about a minute, no example database (CI starts clean; a failure prints its
 # input, which then becomes a regression test). "long": for a run by hand,
 # `pytest tests/test_front_door.py --hypothesis-profile=long --hypothesis-show-statistics`,
-# about ten minutes, remembering failures in .hypothesis/ to replay them first next time.
+# five times the examples, remembering failures in .hypothesis/ to replay them first next time.
 # No deadline: on a loaded 2-core machine timing is noise; tests guard against hangs themselves.
 settings.register_profile("ci", max_examples=400, deadline=None, database=None)
-settings.register_profile("long", max_examples=12_000, deadline=None)
+settings.register_profile("long", max_examples=2_000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 

@@ -158,6 +158,21 @@ BAD_VALUES = {
         "at least 0",
     ),
     "cmaes popsize 1": ({"sampler": {"name": "cmaes", "options": {"popsize": 1}}}, "at least 2"),
+    # the fuzzer: Optuna asserted "Parameter configuration must contain all distributions"
+    "cmaes x0 empty": (
+        {
+            "sampler": {"name": "cmaes", "options": {"x0": {}}},
+            "space": {"depth": {"low": 1, "high": 2}},
+        },
+        "x0 needs a start for every range: depth is missing",
+    ),
+    "cmaes x0 a string": (
+        {
+            "sampler": {"name": "cmaes", "options": {"x0": {"depth": "1"}}},
+            "space": {"depth": {"low": 1, "high": 2}},
+        },
+        "must lie in space.depth's range",
+    ),
 }
 
 

@@ -1,9 +1,11 @@
 """Study files: TOML in, a frozen, validated :class:`StudySpec` out.
 
-Everything is checked here, before anything touches storage: unknown keys, wrong types, empty
-or inverted ranges, log ranges through 0, unknown sampler/pruner/optimizer names, options the
-sampler or pruner rejects, a grid over a continuous range, and depth/width combinations that do
-not fit. Each problem is one :class:`~hpo.errors.SpecError` naming the key and the value.
+Everything is checked here, before anything touches storage: a file that is not a regular
+UTF-8 text file of TOML, unknown keys, wrong types, NaN, infinities and numbers out of bounds,
+empty or inverted ranges, log ranges through 0, unknown sampler/pruner/optimizer names, options
+of the wrong type or that the sampler or pruner rejects, a grid over a continuous range, and
+depth/width combinations that do not fit. Each problem is one :class:`~hpo.errors.SpecError`
+naming the key and the value.
 """
 
 from __future__ import annotations
@@ -21,7 +23,17 @@ import tomllib
 
 from hpo.config.pruners import PrunerSpec, build_pruner
 from hpo.config.samplers import FINITE_SAMPLERS, build_sampler
-from hpo.config.space import Fixed, Param, grid_points, parse_space, searched
+from hpo.config.space import (
+    MOMENTUM_OPTIMIZERS,
+    Fixed,
+    FloatRange,
+    IntRange,
+    Param,
+    grid_points,
+    parse_space,
+    searched,
+    values_of,
+)
 from hpo.errors import SpecError
 
 METRICS = {"val_loss": "minimize", "val_accuracy": "maximize"}
@@ -203,6 +215,8 @@ def parse_spec(raw: dict[str, Any], source: str | None = None) -> StudySpec:
     space = parse_space(space_raw)
 
     build_sampler(sampler.name, sampler.options, sampler.seed)
+    if sampler.name == "cmaes" and "x0" in sampler.options:
+        _check_x0(sampler.options["x0"], space)
     build_pruner(pruner)
     if sampler.name in FINITE_SAMPLERS:
         try:
@@ -225,6 +239,43 @@ def parse_spec(raw: dict[str, Any], source: str | None = None) -> StudySpec:
     return StudySpec(
         name, metric, direction, storage, budget, sampler, pruner, data, train, space, source
     )
+
+
+def _check_x0(x0: dict[str, Any], space: dict[str, Param]) -> None:
+    """CMA-ES's start point: a value in range for each range every trial has, and no other.
+
+    CMA-ES searches the ranges common to all trials (not lists of choices, not parameters that
+    only some depths or optimizers have), and Optuna asserts at the first trial that ``x0``
+    gives exactly those.
+    """
+    depth = min(values_of(space["depth"]))
+    optimizers = values_of(space["optimizer"])
+
+    def in_every_trial(name: str) -> bool:
+        if name.startswith("units_"):
+            return int(name.split("_")[1]) <= depth
+        return name != "momentum" or all(o in MOMENTUM_OPTIMIZERS for o in optimizers)
+
+    ranges = {
+        name: p
+        for name, p in space.items()
+        if isinstance(p, (IntRange, FloatRange)) and in_every_trial(name)
+    }
+    for name in sorted(set(x0) - set(ranges)):
+        raise SpecError(
+            f"sampler.options.x0.{name}: CMA-ES searches only ranges every trial has "
+            f"({', '.join(ranges) or 'none here'}); remove it"
+        )
+    for name in sorted(set(ranges) - set(x0)):
+        raise SpecError(f"sampler.options.x0 needs a start for every range: {name} is missing")
+    for name, value in x0.items():
+        param = ranges[name]
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or not param.low <= value <= param.high:
+            raise SpecError(
+                f"sampler.options.x0.{name} must lie in space.{name}'s range "
+                f"{param.low}..{param.high}, got {value!r}"
+            )
 
 
 def _budget(raw: dict[str, Any]) -> BudgetSpec:

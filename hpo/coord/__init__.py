@@ -6,6 +6,7 @@ signals that give a trial back, the worker loop, local worker processes, progres
 status/best/CSV results. Imports :mod:`hpo.config` and :mod:`hpo.objective`, never insight.
 
 - ``storage`` / ``retry`` / ``lock``: URLs and connections; waiting out outages; the study lock
+- ``failures``: a full disk, a read-only folder, a damaged or deleted SQLite file, in one line
 - ``study``: create or join a study, claim a trial, give one back
 - ``heartbeat`` / ``recovery`` / ``signals``: liveness, dead workers' trials, SIGINT/SIGTERM
 - ``worker`` / ``runner``: one worker's loop; N local worker processes
