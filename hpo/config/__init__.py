@@ -2,8 +2,8 @@
 
 Everything a study file can say is checked here before anything runs: the search space and its
 conditional structure, the sampler and pruner (name → factory registries, options checked by
-name, by the type the Optuna constructor declares, and by range), the budget, data split and fixed training settings. Imports Optuna (for distributions
-and registries) but never torch.
+name, by the type the Optuna constructor declares, and by range), the budget, data split and
+fixed training settings. Imports Optuna (for distributions and registries) but never torch.
 
 - ``spec``: study file → :class:`~hpo.config.spec.StudySpec`; ``space``: the search space
 - ``registry`` / ``samplers`` / ``pruners``: name → factory registries
