@@ -350,4 +350,7 @@ def test_killed_server_connections_fail_no_trial(backend, caplog):
     assert sum(killed) >= 6  # something was killed every time
     counts = tally(study)
     assert (counts.complete, counts.failed, counts.retried, counts.running) == (6, 0, 0, 0)
-    assert "storage unavailable" in caplog.text  # the retries did happen
+    if backend.name == "postgres":
+        # Direct connections see the kill and retry. Behind PgBouncer a killed server connection
+        # is often replaced between transactions without the client noticing (seen in CI).
+        assert "storage unavailable" in caplog.text  # the retries did happen
