@@ -190,12 +190,6 @@ def _exited(compose: Compose, service: str, count: int) -> bool:
     return len(states) == count and all(s == "exited" for s, _ in states)
 
 
-def xfail_if_hpo_lost_the_signal(log: str) -> None:
-    """See tests/test_slurm.py: hpo's SIGTERM, raised into a weakref callback, is lost."""
-    if "Exception ignored in" in log and "Interrupted: SIGTERM" in log:
-        pytest.xfail("hpo lost the SIGTERM in a weakref callback (hpo/coord/signals.py bug)")
-
-
 def test_compose_runs_grid_smoke_with_4_workers_and_keeps_it_across_down(compose):
     started = time.monotonic()
     compose.up("studies/grid_smoke.toml", workers=4)
@@ -241,7 +235,6 @@ def test_compose_stop_worker_gives_running_trials_back(compose):
     running = wait_for(training, 300, "both workers to be mid-trial", every=0.5)
     compose("stop", "worker")  # SIGTERM, then SIGKILL after stop_grace_period (30 s)
     logs = compose.logs("worker")
-    xfail_if_hpo_lost_the_signal(logs)
     assert compose.states("worker") == [("exited", 0)] * 2, logs[-3000:]
     assert logs.count("1 given back") == 2, logs[-3000:]
     trials = {t.number: t for t in study.get_trials()}

@@ -102,3 +102,32 @@ def test_a_stop_propagates_and_leaves_the_trial_to_the_worker(stop):
     with pytest.raises((KeyboardInterrupt, Interrupted)):
         run_trial(study, study.ask(), interrupted)
     assert study.trials[0].state == TrialState.RUNNING  # the worker gives it back
+
+
+def test_a_stop_dropped_by_python_is_delivered_again():
+    """A signal landing in a weakref callback or ``__del__`` has its exception dropped by
+    Python ("Exception ignored in ..."); the stop must still end the trial, within a moment."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from hpo.coord.signals import INSIST_SECONDS, Shutdown
+
+    shutdown = Shutdown()
+    dropped = 0
+    with shutdown.handling():
+        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        start = time.monotonic()
+        with pytest.raises(Interrupted), shutdown.interruptible():
+            while time.monotonic() - start < 10:
+                try:
+                    time.sleep(0.01)
+                except Interrupted:
+                    if dropped:
+                        raise
+                    dropped += 1  # as Python does in a weakref callback: the trial goes on
+        stopped_after = time.monotonic() - start
+    assert dropped == 1
+    assert shutdown.signal_name == "SIGTERM"
+    assert stopped_after < 0.2 + 10 * INSIST_SECONDS  # not the 10 s the trial would run

@@ -233,17 +233,6 @@ batch_size = 100
 """
 
 
-def xfail_if_hpo_lost_the_signal(log: str) -> None:
-    """hpo's first SIGTERM raises ``Interrupted`` from the signal handler into whatever Python
-    code runs at that moment; when that is a weakref callback (here: WeakKeyDictionary's, during
-    training), Python prints "Exception ignored" and the interrupt is lost, so the trial runs on
-    (and comes back by its heartbeat going stale). Seen in about 1 of 8 plain ``kill -TERM``s of
-    an ``hpo worker``, with or without Slurm: a bug in hpo/coord/signals.py, not in the
-    launcher, reported with issue 15. Everything else the test checks has passed by here."""
-    if "Exception ignored in" in log and "Interrupted: SIGTERM" in log:
-        pytest.xfail("hpo lost the SIGTERM in a weakref callback (hpo/coord/signals.py bug)")
-
-
 def running_trial(study: optuna.Study, logs: Callable[[], dict[int, str]]):
     """(trial, array task) of a trial that is mid-training (it has reported an epoch), or
     None."""
@@ -258,7 +247,7 @@ def running_trial(study: optuna.Study, logs: Callable[[], dict[int, str]]):
 def test_scancel_mid_trial_gives_the_trial_back_and_the_study_stays_exact(slurm, job_env, workdir):
     study_file = workdir / "slow.toml"
     study_file.write_text(SLOW_GRID.format(name="slow", units_1="[64, 128, 256]", epochs=8))
-    # Heartbeats every 2 s: should the interrupt be lost (see above), the trial is retried
+    # Heartbeats every 2 s: should the worker die instead of giving the trial back, it is retried
     # after 8 s instead of 40.
     hpo_create(study_file.name, job_env, workdir, "--heartbeat", "2")
     job = sbatch(slurm, job_env, workdir, "--array=1-2", "--cpus-per-task=2", str(SBATCH),
@@ -291,7 +280,6 @@ def test_scancel_mid_trial_gives_the_trial_back_and_the_study_stays_exact(slurm,
     assert sum(counts.values()) == 7  # ... but the interrupted one, once more
 
     # ... and it came back because the worker gave it back, not by its heartbeat going stale.
-    xfail_if_hpo_lost_the_signal(cancelled)
     assert f"trial #{trial.number} interrupted by SIGTERM; given back" in cancelled, cancelled
     assert "worker stopped by SIGTERM:" in cancelled and "1 given back" in cancelled
     # The give-back is done once the worker logs it; the batch script's last line ("exited with
@@ -313,7 +301,6 @@ def test_a_task_at_its_time_limit_gives_its_trial_back(slurm, job_env, workdir):
     slurm.wait_idle(timeout=240)
 
     log = task_logs(workdir, job)[1]
-    xfail_if_hpo_lost_the_signal(log)
     info = slurm.job(f"{job}_1")
     # It ended by itself, before the limit: COMPLETED with status 0, not TIMEOUT.
     assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0"), (info, log)
