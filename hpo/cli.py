@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -98,6 +99,15 @@ threads_opt = click.option(
     type=click.IntRange(1, MAX_THREADS),
     help="Torch threads per worker (default: cores/workers).",
 )
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def workers_opt(help: str) -> Callable[[F], F]:
+    return click.option(
+        "--workers", default=1, show_default=True, type=click.IntRange(1, MAX_WORKERS), help=help
+    )
+
+
 heartbeat_opt = click.option(
     "--heartbeat",
     "heartbeat",
@@ -122,13 +132,7 @@ def main() -> None:
 
 @main.command()
 @study_file_arg
-@click.option(
-    "--workers",
-    default=1,
-    show_default=True,
-    type=click.IntRange(1, MAX_WORKERS),
-    help="Local worker processes.",
-)
+@workers_opt("Local worker processes.")
 @click.option(
     "--n-trials", type=click.IntRange(1, MAX_TRIALS), help="Override the study's trial budget."
 )
@@ -440,13 +444,7 @@ def export(study_file: str, storage: str | None, output: str) -> None:
     metavar="N[trials|epochs|s]",
     help="Compute per run in trials, training epochs or seconds (default: the grid's size).",
 )
-@click.option(
-    "--workers",
-    default=1,
-    show_default=True,
-    type=click.IntRange(1, MAX_WORKERS),
-    help="Local worker processes per study (with --replay: replay processes).",
-)
+@workers_opt("Local worker processes per study (with --replay: replay processes).")
 @click.option(
     "--replay",
     is_flag=True,

@@ -47,7 +47,7 @@ def storage_failure(err: BaseException, url: str | None = None) -> StorageFailur
     if isinstance(err, StorageFailure):
         return err
     where = _where(url)
-    for cause in _chain(err):
+    for cause in error_chain(err):
         if isinstance(cause, sqlite3.Error):
             return _sqlite(str(cause), where)
         if isinstance(cause, OSError) and cause.errno is not None:
@@ -102,7 +102,7 @@ def _os(err: OSError, where: str) -> StorageFailure:
     return StorageFailure(f"cannot use {name}: {err.strerror or err}")
 
 
-def _chain(err: BaseException) -> list[BaseException]:
+def error_chain(err: BaseException) -> list[BaseException]:
     """``err`` and what it wraps: SQLAlchemy's ``orig``, then causes and contexts."""
     chain: list[BaseException] = []
     current: BaseException | None = err

@@ -22,20 +22,19 @@ another, and nesting would multiply the deadline.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import optuna
 import sqlalchemy
 
-from hpo.coord.failures import storage_failure
+from hpo.coord.failures import error_chain, storage_failure
 from hpo.errors import HpoError, StorageError
 
 log = logging.getLogger("hpo.storage")
@@ -66,15 +65,6 @@ class StorageUnavailable(StorageError):
     """The database stayed unreachable past the retry deadline."""
 
 
-def _chain(err: BaseException) -> list[BaseException]:
-    chain: list[BaseException] = []
-    current: BaseException | None = err
-    while current is not None and current not in chain:
-        chain.append(current)
-        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
-    return chain
-
-
 def _sqlstate(chain: list[BaseException]) -> str | None:
     return next((e.sqlstate for e in chain if getattr(e, "sqlstate", None)), None)
 
@@ -82,7 +72,7 @@ def _sqlstate(chain: list[BaseException]) -> str | None:
 def is_transient(err: BaseException) -> bool:
     """True if ``err`` (or what it wraps) is the infrastructure's, not the data's: the database
     is away, refused, timed out, or asks to try again. Such an error never fails a trial."""
-    chain = _chain(err)
+    chain = error_chain(err)
     for e in chain:
         if isinstance(e, sqlite3.Error):  # sqlite3's OperationalError is broad: "no such table"
             return "locked" in str(e) or "busy" in str(e)
@@ -104,7 +94,7 @@ def is_infrastructure(err: BaseException) -> bool:
 def is_link_failure(err: BaseException) -> bool:
     """A transient error that says the link to the database failed (not a lock wait given up
     or a serialization failure, where the database answered)."""
-    state = _sqlstate(_chain(err))
+    state = _sqlstate(error_chain(err))
     return is_transient(err) and not (state and state.startswith(_ANSWERED_SQLSTATES))
 
 
@@ -200,17 +190,6 @@ def call(fn: Callable[..., T], *args: Any, what: str = "", **kwargs: Any) -> T:
                 return result
     finally:
         _local.active = False
-
-
-@contextlib.contextmanager
-def disabled() -> Iterator[None]:
-    """Storage calls in this block fail at once (for heartbeats: the next beat is the retry)."""
-    before = getattr(_local, "active", False)
-    _local.active = True
-    try:
-        yield
-    finally:
-        _local.active = before
 
 
 class RetryingStorage(optuna.storages.RDBStorage):
