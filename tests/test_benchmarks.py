@@ -61,3 +61,47 @@ def test_gpu_scripts_parse(script):
     path = Path(__file__).resolve().parents[1] / "benchmarks" / script
     result = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_quality_reads_each_side_the_same_way(tmp_path):
+    """benchmarks/quality.py: the best complete trial (not a pruned one), its accuracies, the
+    best-so-far curve in time order, and the paired interval over rounds."""
+    import datetime
+
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import FrozenTrial, TrialState
+
+    from benchmarks.quality import interval, read
+
+    url = f"sqlite:///{tmp_path}/q.db"
+    study = optuna.create_study(study_name="q", storage=url)
+    start = datetime.datetime(2026, 1, 1, 12, 0, 0)
+    for k, (state, value) in enumerate(
+        [(TrialState.COMPLETE, 0.5), (TrialState.PRUNED, 0.1), (TrialState.COMPLETE, 0.3),
+         (TrialState.COMPLETE, 0.4), (TrialState.FAIL, None)]
+    ):  # fmt: skip
+        study.add_trial(
+            FrozenTrial(
+                number=k,
+                trial_id=k,
+                state=state,
+                value=value if state == TrialState.COMPLETE else None,
+                intermediate_values={1: value} if value is not None else {},
+                params={"x": 0.1 * k},
+                distributions={"x": FloatDistribution(0, 1)},
+                user_attrs={"val_accuracy": 0.8 + k / 100, "test_accuracy": 0.7 + k / 100},
+                system_attrs={},
+                datetime_start=start,
+                datetime_complete=start + datetime.timedelta(seconds=10 * (k + 1)),
+            )
+        )
+    side = read("hpo", url, "q", start.timestamp())
+    assert (side.finished, side.pruned) == (4, 1)
+    best = (side.best_loss, side.best_accuracy, side.test_accuracy)
+    assert best == pytest.approx((0.3, 0.82, 0.72))
+    assert side.curve == [(10.0, 0.5), (30.0, 0.3)]
+
+    mean, low, high = interval([-0.01, -0.02, -0.015, -0.012, -0.018])
+    assert low < mean < high < 0
+    assert interval([0.1])[1] != interval([0.1])[1]  # one round: no interval (NaN)
