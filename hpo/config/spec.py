@@ -21,6 +21,7 @@ from typing import Any
 
 import tomllib
 
+from hpo.config.claims import Claim, parse_claims
 from hpo.config.pruners import PrunerSpec, build_pruner
 from hpo.config.samplers import FINITE_SAMPLERS, build_sampler
 from hpo.config.space import (
@@ -97,19 +98,22 @@ class StudySpec:
     train: TrainSpec
     space: dict[str, Param]
     source: str | None = None
+    claims: tuple[Claim, ...] = ()  # hypotheses to judge (hpo.config.claims); no effect on trials
 
     def resolved(self) -> dict[str, Any]:
-        """The study as plain JSON-able data, every default filled in."""
+        """The study as plain JSON-able data, every default filled in (claims only if any)."""
         out = asdict(self)
         out.pop("source")
+        if not self.claims:
+            out.pop("claims")
         out["space"] = {name: _param_dict(p) for name, p in self.space.items()}
         return out
 
     def fingerprint(self) -> str:
-        """Hash of what decides the trials: everything but the storage and the budget."""
+        """Hash of what decides the trials: everything but the storage, budget and claims."""
         data = self.resolved()
-        for key in ("storage", "budget"):
-            data.pop(key)
+        for key in ("storage", "budget", "claims"):
+            data.pop(key, None)
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -185,7 +189,7 @@ def parse_toml(text: str, source: str | None = None) -> dict[str, Any]:
 
 def parse_spec(raw: dict[str, Any], source: str | None = None) -> StudySpec:
     """Validate a study given as a dict (the parsed TOML)."""
-    _only(raw, "", {"study", "budget", "sampler", "pruner", "data", "train", "space"})
+    _only(raw, "", {"study", "budget", "sampler", "pruner", "data", "train", "space", "claim"})
     study = _table(raw, "study", required=True)
     _only(study, "study", {"name", "metric", "direction", "storage"})
     name = _get(study, "study.name", str, required=True)
@@ -213,6 +217,7 @@ def parse_spec(raw: dict[str, Any], source: str | None = None) -> StudySpec:
     train = _train(_table(raw, "train"))
     space_raw = _table(raw, "space")
     space = parse_space(space_raw)
+    claims = parse_claims(raw.get("claim"), space)
 
     build_sampler(sampler.name, sampler.options, sampler.seed)
     if sampler.name == "cmaes" and "x0" in sampler.options:
@@ -237,7 +242,18 @@ def parse_spec(raw: dict[str, Any], source: str | None = None) -> StudySpec:
     elif budget.n_trials is None and budget.timeout_seconds is None:
         raise SpecError("budget needs n_trials, timeout_minutes, or both")
     return StudySpec(
-        name, metric, direction, storage, budget, sampler, pruner, data, train, space, source
+        name,
+        metric,
+        direction,
+        storage,
+        budget,
+        sampler,
+        pruner,
+        data,
+        train,
+        space,
+        source,
+        claims,
     )
 
 
