@@ -4,18 +4,24 @@ truth is known (a planted effect, or none)."""
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from dataclasses import replace
 
 import numpy as np
+import optuna
 import pytest
 import tomllib
+from click.testing import CliRunner
+from optuna.trial import TrialState, create_trial
 
+from hpo.cli import main
 from hpo.config.claims import Group
-from hpo.config.spec import parse_spec
+from hpo.config.spec import load_spec, parse_spec
 from hpo.errors import SpecError
 from hpo.insight.claims import CONTRADICTED, NO_DATA, SUPPORTED, UNCLEAR, judge, more_seeds
 from hpo.insight.rows import Row
+from tests.conftest import REPO
 
 STUDY = """
 [study]
@@ -56,6 +62,10 @@ a = { depth = 2, units_1 = 128, units_2 = 128 }
 b = { depth = 2, units_1 = 256, units_2 = 256 }
 at_least = 0.996
 """
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args))
 
 
 def spec_with(claims: str):
@@ -220,7 +230,7 @@ def test_too_few_trials_is_said_and_unclear_says_how_many_more_seeds():
     one = [r for r in rows_from(balanced(0.0), 1, rng) if r.config["batch_size"] == 64]
     one = [r for r in one if (r.config["units_1"], r.config["units_2"]) in ((128, 256), (256, 256))]
     found = judge(FRACTION, one)
-    assert found.verdict == NO_DATA and "two trials" in found.sentence()
+    assert found.verdict == NO_DATA and "at least 3 configurations" in found.sentence()
     unclear = judge(BEATS, rows_from(balanced(0.001), 2, rng, config_sd=0.0))
     assert unclear.verdict == UNCLEAR
     assert unclear.comparisons[0].more_seeds >= 1
@@ -234,3 +244,65 @@ def test_more_seeds_follows_the_power_calculation():
     more, advice = more_seeds([a, b], [1.0, -1.0], 0.003, 0.95)
     assert more == math.ceil(2 * (1.959964 + 0.841621) ** 2) - 3
     assert f"about {more} more seeds" in advice
+
+
+def add_trials(study_file: str, db: str, accuracy, seeds: int) -> None:
+    """Finished trials as a real worker records them, with accuracy from a formula."""
+    spec = load_spec(study_file)
+    study = optuna.load_study(study_name=spec.name, storage=db)
+    rng = np.random.default_rng(0)
+    for point in spec.grid():
+        config = {"depth": 2, **point}
+        for _ in range(seeds):
+            value = float(accuracy(config) + rng.normal(0, 0.001))
+            study.add_trial(
+                create_trial(
+                    value=value,
+                    user_attrs={"config": config, "val_accuracy": value},
+                    state=TrialState.COMPLETE,
+                )
+            )
+
+
+def test_hpo_claims_prints_each_verdict(tmp_path):
+    study, db = str(REPO / "studies/claims/balance.toml"), f"sqlite:///{tmp_path}/c.db"
+    assert invoke("validate", study, "--storage", db).exit_code == 0
+    assert invoke("create", study, "--storage", db).exit_code == 0
+    add_trials(study, db, lambda c: 0.88 + 0.01 * (c["units_1"] == c["units_2"]), seeds=2)
+    result = invoke("claims", study, "--storage", db)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert (
+        lines[0].startswith("balanced beats unbalanced (") and ": supported, +0.97 pp" in lines[0]
+    )
+    assert "3 configurations, 6 trials" in lines[1] and "6 configurations, 12 trials" in lines[2]
+    as_json = json.loads(invoke("claims", study, "--storage", db, "--json").output)
+    assert [v["verdict"] for v in as_json] == [SUPPORTED, NO_DATA]  # 2 seeds of one each
+    assert as_json[1]["sides"][0] == {
+        "label": "units_1 = 128, units_2 = 128",
+        "configs": 1,
+        "trials": 2,
+        "mean": pytest.approx(0.89, abs=0.002),
+    }
+    assert as_json[0]["comparisons"][0]["low"] > 0.005
+
+
+def test_hpo_claims_fails_cleanly(tmp_path, write_study):
+    db = f"sqlite:///{tmp_path}/c.db"
+    plain = str(write_study(STUDY, "plain.toml"))
+    result = invoke("claims", plain, "--storage", db)
+    assert result.exit_code == 2 and "declares no claims" in result.output
+    missing = invoke("claims", str(REPO / "studies/claims/balance.toml"), "--storage", db)
+    assert missing.exit_code == 2 and missing.output.startswith("Error: no study database")
+    bad = str(write_study(STUDY + '[[claim]]\nkind = "beats"\na = { depth = 3 }\nb = {}\n'))
+    result = invoke("claims", bad, "--storage", db)
+    assert result.exit_code == 2
+    assert (
+        result.output
+        == f"Error: {bad}: claim[0].a.depth: space.depth never takes 3 (it takes 1, 2)\n"
+    )
+
+
+def test_hpo_claims_has_help_with_an_example():
+    result = invoke("claims", "--help")
+    assert result.exit_code == 0 and "Example:" in result.output and "hpo claims" in result.output

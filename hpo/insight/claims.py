@@ -39,11 +39,16 @@ import numpy as np
 from scipy import stats
 
 from hpo.config.claims import Claim, Group
-from hpo.insight.rows import Row, complete
+from hpo.config.spec import StudySpec
+from hpo.coord.results import open_study
+from hpo.coord.study import check_fingerprint
+from hpo.errors import SpecError
+from hpo.insight.rows import Row, complete, read_rows
 
 N_BOOT = 4000
 LEVEL = 0.95
 POWER = 0.8
+MIN_UNITS = 3  # configurations (or seeds of a lone configuration) per side for an interval
 MAX_SEEDS = 1000  # past this, "more seeds" is not a useful answer
 SEED_KEYS = ("seed", "train_seed")  # a configuration's identity leaves out its training seed
 
@@ -64,7 +69,8 @@ class Side:
 
     def describe(self) -> str:
         mean = f"{100 * self.mean:.2f}%" if self.mean is not None else "no trials"
-        return f"[{self.label}]: {mean}, {self.configs} configurations, {self.trials} trials"
+        configs = f"{self.configs} configuration{'s' if self.configs != 1 else ''}"
+        return f"[{self.label}]: {mean}, {configs}, {self.trials} trials"
 
 
 @dataclass(frozen=True)
@@ -204,18 +210,17 @@ def compare(
     With ``ratio`` (two cells, weights ``(1, -p)``) the effect shown is ``mean_0 / mean_1``
     and its interval, judged against ``p`` — the same verdict as the contrast's sign.
     """
-    short = [i for i, c in enumerate(data) if sum(len(x) for x in c) < 2]
-    if short:
+    if any(_units(c) < MIN_UNITS for c in data):
         return Comparison(
             NO_DATA,
             level=level,
-            advice="each side needs at least two trials (two configurations, or one "
-            "configuration under two seeds)",
+            advice=f"each side needs at least {MIN_UNITS} configurations, or one configuration "
+            f"under {MIN_UNITS} seeds (a bootstrap from fewer cannot reach past the values seen)",
         )
     rng = np.random.default_rng(seed)
     boots = [cluster_means(c, rng) for c in data]
     means = [_grand_mean(c) for c in data]
-    n = min(len(c) if len(c) > 1 else len(c[0]) for c in data)
+    n = min(_units(c) for c in data)
     lo_q, hi_q = expanded_quantiles(level, n)
     contrast = sum(w * b for w, b in zip(weights, boots, strict=True))
     value = float(sum(w * m for w, m in zip(weights, means, strict=True)))
@@ -312,5 +317,28 @@ def _between(cell: Cell, within: float) -> float:
     return max(float(np.var(config_means, ddof=1)) - within * inv_seeds, 0.0)
 
 
+def _units(cell: Cell) -> int:
+    """What the bootstrap resamples in a cell: its configurations, or one's seeds."""
+    if len(cell) == 1:
+        return len(cell[0])
+    return len(cell)
+
+
 def _grand_mean(cell: Cell) -> float:
     return float(np.mean([np.mean(x) for x in cell]))
+
+
+def study_verdicts(spec: StudySpec, url: str) -> list[Verdict]:
+    """Open the study (reading only) and judge the study file's claims on its trials.
+
+    Raises:
+        SpecError: the study file has no claims; StorageError: no such study;
+        StudyMismatchError: the file is not the study's.
+    """
+    if not spec.claims:
+        raise SpecError(
+            "declares no claims; add [[claim]] tables (see README, 'Claims')", spec.source
+        )
+    study = open_study(spec, url)
+    check_fingerprint(spec, study.user_attrs)
+    return judge_all(spec.claims, read_rows(study))
