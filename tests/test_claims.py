@@ -19,6 +19,7 @@ from hpo.cli import main
 from hpo.config.claims import Group
 from hpo.config.spec import load_spec, parse_spec
 from hpo.errors import SpecError
+from hpo.insight import analysis, report
 from hpo.insight.claims import CONTRADICTED, NO_DATA, SUPPORTED, UNCLEAR, judge, more_seeds
 from hpo.insight.rows import Row
 from tests.conftest import REPO
@@ -252,13 +253,14 @@ def add_trials(study_file: str, db: str, accuracy, seeds: int) -> None:
     study = optuna.load_study(study_name=spec.name, storage=db)
     rng = np.random.default_rng(0)
     for point in spec.grid():
-        config = {"depth": 2, **point}
+        config = {"depth": 2, "epochs": 3, "batch_size": 64, **point}
         for _ in range(seeds):
             value = float(accuracy(config) + rng.normal(0, 0.001))
+            attrs = {"config": config, "val_accuracy": value, "n_params": 1, "train_seconds": 1.0}
             study.add_trial(
                 create_trial(
                     value=value,
-                    user_attrs={"config": config, "val_accuracy": value},
+                    user_attrs=attrs,
                     state=TrialState.COMPLETE,
                 )
             )
@@ -306,3 +308,22 @@ def test_hpo_claims_fails_cleanly(tmp_path, write_study):
 def test_hpo_claims_has_help_with_an_example():
     result = invoke("claims", "--help")
     assert result.exit_code == 0 and "Example:" in result.output and "hpo claims" in result.output
+
+
+def test_the_note_and_the_report_have_a_claims_section(tmp_path):
+    study_file, db = str(REPO / "studies/claims/balance.toml"), f"sqlite:///{tmp_path}/c.db"
+    assert invoke("create", study_file, "--storage", db).exit_code == 0
+    add_trials(study_file, db, lambda c: 0.88 + 0.01 * (c["units_1"] == c["units_2"]), seeds=2)
+    spec = load_spec(study_file)
+    found = analysis.analyze(found_study(spec, db), spec)
+    assert [v.verdict for v in found.verdicts] == [SUPPORTED, NO_DATA]
+    text = found.markdown()
+    assert "### Claims" in text
+    assert "- balanced beats unbalanced (" in text and "3 configurations, 6 trials" in text
+    assert "<h2>Claims</h2>" in report.build(found, db)
+    plain = replace(spec, claims=())
+    assert "### Claims" not in analysis.analyze(found_study(spec, db), plain).markdown()
+
+
+def found_study(spec, db):
+    return optuna.load_study(study_name=spec.name, storage=db)
