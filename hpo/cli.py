@@ -567,6 +567,8 @@ def validate(study_files: tuple[str, ...], storage: str | None) -> None:
     for path in study_files:
         spec, url = _spec_and_url(path, storage)
         size = f", {len(spec.grid())} grid points" if spec.is_grid else ""
+        if spec.train.repeats > 1:
+            size += f" × {spec.train.repeats} training seeds"
         click.echo(
             f"{path}: ok (study {spec.name}, sampler {spec.sampler.name}{size}, "
             f"storage {mask(url)})"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -17,12 +18,13 @@ from optuna.trial import TrialState, create_trial
 
 from hpo.cli import main
 from hpo.config.claims import Group
+from hpo.config.repeats import grid_trials, training_seed
 from hpo.config.spec import load_spec, parse_spec
 from hpo.errors import SpecError
 from hpo.insight import analysis, report
 from hpo.insight.claims import CONTRADICTED, NO_DATA, SUPPORTED, UNCLEAR, judge, more_seeds
 from hpo.insight.rows import Row
-from tests.conftest import REPO
+from tests.conftest import REPO, small_study
 
 STUDY = """
 [study]
@@ -327,3 +329,54 @@ def test_the_note_and_the_report_have_a_claims_section(tmp_path):
 
 def found_study(spec, db):
     return optuna.load_study(study_name=spec.name, storage=db)
+
+
+def test_repeats_enqueue_each_point_once_per_seed_and_keep_the_fingerprint():
+    grid = tomllib.loads(STUDY)
+    plain = parse_spec(grid)
+    once = parse_spec({**grid, "train": {"repeats": 1}})
+    assert once.fingerprint() == plain.fingerprint() and "repeats" not in once.resolved()["train"]
+    thrice = parse_spec({**grid, "train": {"repeats": 3, "seed": 7}})
+    assert thrice.fingerprint() != plain.fingerprint()
+    trials = grid_trials(thrice)
+    n = len(plain.grid())
+    assert len(trials) == 3 * n and [t["repeat"] for t in trials[::n]] == [0, 1, 2]
+    assert len({json.dumps(t, sort_keys=True) for t in trials}) == 3 * n
+    assert [training_seed(thrice.train, r) for r in range(3)] == [7, 8, 9]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"sampler": {"name": "tpe"}, "budget": {"n_trials": 5}}, "train.repeats needs sampler"),
+        ({"budget": {"n_trials": 100}}, "exceeds the grid's 36 points × 2 repeats"),
+        ({"train": {"repeats": 0}}, "'train.repeats' must be >= 1"),
+        ({"train": {"repeats": 2, "seed": 2**31 - 1}}, "'train.seed' must be <="),
+    ],
+)
+def test_bad_repeats_are_errors(change, message):
+    raw = {**tomllib.loads(STUDY), "train": {"repeats": 2}, **change}
+    with pytest.raises(SpecError, match=re.escape(message)):
+        parse_spec(raw)
+
+
+def test_a_grid_with_repeats_runs_each_point_and_seed_once_under_two_workers(
+    tmp_path, write_study, fmnist_dir
+):
+    study = str(write_study(small_study(name="rep", sampler="grid") + "\n[train]\nrepeats = 2\n"))
+    db = f"sqlite:///{tmp_path}/r.db"
+    assert "4 grid points × 2 training seeds" in invoke("validate", study, "--storage", db).output
+    ran = invoke("run", study, "--storage", db, "--data-dir", str(fmnist_dir), "--workers", "2")
+    assert ran.exit_code == 0, ran.output
+    trials = optuna.load_study(study_name="rep", storage=db).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 8
+    pairs = {
+        (json.dumps(t.user_attrs["config"], sort_keys=True), t.params["repeat"]) for t in trials
+    }
+    assert len(pairs) == 8 and {r for _, r in pairs} == {0, 1}
+    assert all(t.user_attrs["train_seed"] == t.params["repeat"] for t in trials)
+    assert all("repeat" not in t.user_attrs["config"] for t in trials)
+    by_config = {}
+    for t in trials:
+        by_config.setdefault(json.dumps(t.user_attrs["config"]), set()).add(t.value)
+    assert len(by_config) == 4 and any(len(values) == 2 for values in by_config.values())

@@ -49,6 +49,7 @@ MAX_RETRIES = 1000
 MAX_BATCH = 10**7  # examples per evaluation batch; Fashion-MNIST has 70,000
 MAX_EPOCHS = 10_000  # as space.epochs
 MAX_DELTA = 1e6
+MAX_REPEATS = 1000  # training seeds per grid point
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class TrainSpec:
     eval_batch_size: int = 10_000
     early_stopping_patience: int | None = None
     early_stopping_min_delta: float = 0.0
+    repeats: int = 1  # training seeds per grid point (hpo.config.repeats)
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,8 @@ class StudySpec:
         out.pop("source")
         if not self.claims:
             out.pop("claims")
+        if self.train.repeats == 1:  # study files from before repeats keep their fingerprint
+            out["train"].pop("repeats")
         out["space"] = {name: _param_dict(p) for name, p in self.space.items()}
         return out
 
@@ -219,6 +223,11 @@ def parse_spec(raw: dict[str, Any], source: str | None = None) -> StudySpec:
     space = parse_space(space_raw)
     claims = parse_claims(raw.get("claim"), space)
 
+    if train.repeats > 1 and sampler.name != "grid":
+        raise SpecError(
+            f"train.repeats needs sampler 'grid' (each grid point trained under {train.repeats} "
+            f"seeds); sampler {sampler.name!r} proposes its own points: remove train.repeats"
+        )
     build_sampler(sampler.name, sampler.options, sampler.seed)
     if sampler.name == "cmaes" and "x0" in sampler.options:
         _check_x0(sampler.options["x0"], space)
@@ -230,10 +239,11 @@ def parse_spec(raw: dict[str, Any], source: str | None = None) -> StudySpec:
             raise SpecError(f"sampler {sampler.name!r}: {err}") from None
         if not searched(space):
             raise SpecError(f"sampler {sampler.name!r} needs at least one searched parameter")
-        if budget.n_trials is not None and budget.n_trials > len(points):
+        if budget.n_trials is not None and budget.n_trials > len(points) * train.repeats:
+            times = f" × {train.repeats} repeats" if train.repeats > 1 else ""
             raise SpecError(
-                f"budget.n_trials={budget.n_trials} exceeds the grid's {len(points)} points; "
-                "remove budget.n_trials to run the whole grid"
+                f"budget.n_trials={budget.n_trials} exceeds the grid's {len(points)} points"
+                f"{times}; remove budget.n_trials to run the whole grid"
             )
         if sampler.name == "bruteforce" and budget.n_trials is None:
             # The grid's budget is set where its points are enqueued; brute force draws its own
@@ -331,7 +341,7 @@ def _data(raw: dict[str, Any]) -> DataSpec:
 
 
 def _train(raw: dict[str, Any]) -> TrainSpec:
-    _only(raw, "train", {"seed", "device", "eval_batch_size", "early_stopping"})
+    _only(raw, "train", {"seed", "device", "eval_batch_size", "early_stopping", "repeats"})
     device = _get(raw, "train.device", str, "cpu")
     if not re.fullmatch(r"cpu|auto|cuda(:\d+)?|mps", device):
         raise SpecError(f"train.device must be cpu, cuda, cuda:N, mps or auto, got {device!r}")
@@ -339,8 +349,9 @@ def _train(raw: dict[str, Any]) -> TrainSpec:
     _only(early, "train.early_stopping", {"patience", "min_delta"})
     if early and "patience" not in early:
         raise SpecError("train.early_stopping needs 'patience' (epochs without improvement)")
+    repeats = _get(raw, "train.repeats", int, 1, low=1, high=MAX_REPEATS)
     return TrainSpec(
-        seed=_get(raw, "train.seed", int, 0, low=0, high=MAX_SEED),
+        seed=_get(raw, "train.seed", int, 0, low=0, high=MAX_SEED - repeats + 1),
         device=device,
         eval_batch_size=_get(raw, "train.eval_batch_size", int, 10_000, low=1, high=MAX_BATCH),
         early_stopping_patience=_get(
@@ -349,6 +360,7 @@ def _train(raw: dict[str, Any]) -> TrainSpec:
         early_stopping_min_delta=_get(
             early, "train.early_stopping.min_delta", float, 0.0, low=0, high=MAX_DELTA
         ),
+        repeats=repeats,
     )
 
 
