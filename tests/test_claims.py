@@ -18,8 +18,13 @@ from optuna.trial import TrialState, create_trial
 
 from hpo.cli import main
 from hpo.config.claims import Group
-from hpo.config.repeats import grid_trials, training_seed
+from hpo.config.repeats import grid_trials, suggest_repeat, training_seed
 from hpo.config.spec import load_spec, parse_spec
+from hpo.config.suggest import suggest
+from hpo.coord.lock import StudyLock
+from hpo.coord.recovery import RETRY_OF_ATTR
+from hpo.coord.storage import open_storage
+from hpo.coord.study import claim, create_or_load, give_back
 from hpo.errors import SpecError
 from hpo.insight import analysis, report
 from hpo.insight.claims import CONTRADICTED, NO_DATA, SUPPORTED, UNCLEAR, judge, more_seeds
@@ -380,3 +385,23 @@ def test_a_grid_with_repeats_runs_each_point_and_seed_once_under_two_workers(
     for t in trials:
         by_config.setdefault(json.dumps(t.user_attrs["config"]), set()).add(t.value)
     assert len(by_config) == 4 and any(len(values) == 2 for values in by_config.values())
+
+
+def test_a_repeat_given_back_comes_back_with_its_seed(tmp_path):
+    """A trial requeued (its worker stopped) keeps its repeat: its (point, seed) still runs."""
+    spec = parse_spec({**tomllib.loads(STUDY), "train": {"repeats": 2}})
+    url = f"sqlite:///{tmp_path}/g.db"
+    storage = open_storage(url)
+    study = create_or_load(spec, storage, url)
+    lock = StudyLock(storage, study._study_id)
+    first = claim(study, spec, storage, lock)
+    repeat = suggest_repeat(first, spec.train)
+    point = suggest(first, spec.space)
+    assert give_back(study, storage, lock, first._trial_id, "interrupted by SIGTERM")
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert len(waiting) == 2 * len(spec.grid())  # the requeued one and all not yet run
+    again = next(t for t in waiting if t.user_attrs.get(RETRY_OF_ATTR) == first.number)
+    assert (
+        first.params == {**again.system_attrs["fixed_params"]} and first.params["repeat"] == repeat
+    )
+    assert {k: v for k, v in first.params.items() if k != "repeat"}.items() <= point.items()
