@@ -62,9 +62,12 @@ def make_objective(
 
     def objective(trial: optuna.Trial) -> float:
         point = suggest(trial, spec.space)
-        seed = training_seed(spec.train, suggest_repeat(trial, spec.train))
+        # Repeats are grid-only (the spec says so); 'hpo compare' reuses the file with other
+        # samplers, whose arms then train the first seed rather than sample a seed.
+        repeat = suggest_repeat(trial, spec.train) if spec.is_grid else 0
+        seed = training_seed(spec.train, repeat)
         config = to_config(point, spec.train, seed)
-        if spec.train.repeats > 1:
+        if spec.is_grid and spec.train.repeats > 1:
             trial.set_user_attr(TRAIN_SEED_ATTR, seed)
 
         def on_epoch(stats: EpochStats) -> bool:
