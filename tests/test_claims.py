@@ -142,6 +142,16 @@ def test_bad_claims_are_one_line_errors(claim, message):
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("group", ["{ lr = 0.001 }", '{ equal = ["lr", "dropout"] }'])
+def test_a_claim_cannot_name_a_continuous_range(group):
+    raw = tomllib.loads(STUDY.replace('name = "grid"', 'name = "tpe"'))
+    raw["budget"] = {"n_trials": 5}
+    raw["space"].update(lr={"low": 1e-4, "high": 1e-1}, dropout={"low": 0.0, "high": 0.5})
+    raw["claim"] = [{"kind": "beats", "a": tomllib.loads(f"a = {group}")["a"], "b": {"depth": 1}}]
+    with pytest.raises(SpecError, match="is a continuous range; a claim can only name"):
+        parse_spec(raw)
+
+
 def test_claim_must_be_an_array_of_tables():
     with pytest.raises(SpecError, match=r"\[\[claim\]\]"):
         parse_spec({**tomllib.loads(STUDY), "claim": "a beats b"})

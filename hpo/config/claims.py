@@ -18,8 +18,9 @@ the claim (so one statistic serves all; see :mod:`hpo.insight.claims`):
 
 Any claim may add ``where`` (conditions every side shares, e.g. ``{ depth = 2 }``), ``name``
 and ``metric`` (``val_accuracy``, the default, or ``test_accuracy``). Nothing is evaluated as
-code. Validation checks that every named parameter exists in the space and every value is one
-it can take, and that each group can occur and the groups compared are disjoint.
+code. Validation checks that every named parameter exists in the space with a finite set of
+values (trials almost never share a value of a continuous range) and every value is one it can
+take, and that each group can occur and the groups compared are disjoint.
 """
 
 from __future__ import annotations
@@ -238,6 +239,8 @@ def _group(raw: Any, where: str, space: Mapping[str, Param]) -> Group:
                     f"{where}.{key} must list two or more distinct parameter names, got {value!r}"
                 )
             names = tuple(_param_name(n, f"{where}.{key}", space) for n in value)
+            for n in names:
+                _finite(n, f"{where}.{key}", space[n])
             (equal if key == "equal" else differ).append(names)
             continue
         name = _param_name(key, f"{where}.{key}", space)
@@ -251,16 +254,20 @@ def _group(raw: Any, where: str, space: Mapping[str, Param]) -> Group:
 
 
 def _check_value(name: str, value: Any, where: str, param: Param) -> None:
-    if isinstance(param, FloatRange) and param.step is None:
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not number or not param.low <= value <= param.high:
-            raise SpecError(
-                f"{where}: {value!r} is outside space.{name}'s range {param.low}..{param.high}"
-            )
-        return
+    _finite(name, where, param)
     if not _takes(param, value):
         shown = ", ".join(map(str, values_of(param)[:12]))
         raise SpecError(f"{where}: space.{name} never takes {value!r} (it takes {shown})")
+
+
+def _finite(name: str, where: str, param: Param) -> None:
+    """Refuse a continuous range: trials almost never share a value of it, so a group on one
+    value (or on equal values) would hold no trials."""
+    if isinstance(param, FloatRange) and param.step is None:
+        raise SpecError(
+            f"{where}: space.{name} is a continuous range; a claim can only name a parameter "
+            "with a finite set of values (give it 'choices' or a 'step')"
+        )
 
 
 def _takes(param: Param, value: Any) -> bool:
