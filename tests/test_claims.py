@@ -375,6 +375,7 @@ def test_bad_repeats_are_errors(change, message):
         parse_spec(raw)
 
 
+@pytest.mark.slow  # trains on real Fashion-MNIST in two worker processes
 def test_a_grid_with_repeats_runs_each_point_and_seed_once_under_two_workers(
     tmp_path, write_study, fmnist_dir
 ):
