@@ -321,6 +321,34 @@ def best(
 @main.command()
 @study_file_arg
 @storage_opt
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def claims(study_file: str, storage: str | None, as_json: bool) -> None:
+    """Judge the study file's [[claim]] tables on the study's trials.
+
+    Each claim is supported, contradicted or shows no clear difference, with the effect, its
+    95% interval (over configurations and training seeds) and the trials behind each side;
+    an unclear one says roughly how many more seeds would settle it.
+
+    \b
+    Example:
+        hpo claims studies/claims/balance.toml --json
+    """
+    from hpo.insight.claims import study_verdicts
+
+    spec, url = _spec_and_url(study_file, storage)
+    verdicts = study_verdicts(spec, url)
+    if as_json:
+        click.echo(json.dumps([v.to_dict() for v in verdicts], indent=2))
+        return
+    for v in verdicts:
+        click.echo(v.sentence())
+        for side in v.sides:
+            click.echo(f"  {side.describe()}")
+
+
+@main.command()
+@study_file_arg
+@storage_opt
 @data_dir_opt
 @skip_eval_opt
 def analyze(study_file: str, storage: str | None, data_dir: str | None, skip_eval: bool) -> None:
@@ -539,6 +567,8 @@ def validate(study_files: tuple[str, ...], storage: str | None) -> None:
     for path in study_files:
         spec, url = _spec_and_url(path, storage)
         size = f", {len(spec.grid())} grid points" if spec.is_grid else ""
+        if spec.train.repeats > 1:
+            size += f" × {spec.train.repeats} training seeds"
         click.echo(
             f"{path}: ok (study {spec.name}, sampler {spec.sampler.name}{size}, "
             f"storage {mask(url)})"

@@ -12,6 +12,7 @@ from typing import Any
 import optuna
 import torch
 
+from hpo.config.repeats import TRAIN_SEED_ATTR, suggest_repeat, training_seed
 from hpo.config.spec import StudySpec, TrainSpec
 from hpo.config.suggest import suggest
 from hpo.train.data import Dataset
@@ -22,8 +23,11 @@ class TrialDiverged(Exception):
     """Training produced a NaN or infinite loss; the trial fails with this reason."""
 
 
-def to_config(point: Mapping[str, Any], train_spec: TrainSpec) -> TrainConfig:
-    """Turn a resolved point of the space into the trainer's config."""
+def to_config(
+    point: Mapping[str, Any], train_spec: TrainSpec, seed: int | None = None
+) -> TrainConfig:
+    """Turn a resolved point of the space into the trainer's config; ``seed`` (a repeat's
+    training seed) overrides ``train_spec.seed``."""
     return TrainConfig(
         hidden=tuple(point[f"units_{k}"] for k in range(1, point["depth"] + 1)),
         activation=point["activation"],
@@ -36,7 +40,7 @@ def to_config(point: Mapping[str, Any], train_spec: TrainSpec) -> TrainConfig:
         l1=point["l1"],
         batch_size=point["batch_size"],
         epochs=point["epochs"],
-        seed=train_spec.seed,
+        seed=train_spec.seed if seed is None else seed,
         patience=train_spec.early_stopping_patience,
         min_delta=train_spec.early_stopping_min_delta,
         eval_batch_size=train_spec.eval_batch_size,
@@ -58,7 +62,13 @@ def make_objective(
 
     def objective(trial: optuna.Trial) -> float:
         point = suggest(trial, spec.space)
-        config = to_config(point, spec.train)
+        # Repeats are grid-only (the spec says so); 'hpo compare' reuses the file with other
+        # samplers, whose arms then train the first seed rather than sample a seed.
+        repeat = suggest_repeat(trial, spec.train) if spec.is_grid else 0
+        seed = training_seed(spec.train, repeat)
+        config = to_config(point, spec.train, seed)
+        if spec.is_grid and spec.train.repeats > 1:
+            trial.set_user_attr(TRAIN_SEED_ATTR, seed)
 
         def on_epoch(stats: EpochStats) -> bool:
             trial.report(metric_value(stats, spec.metric), stats.epoch)

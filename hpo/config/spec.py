@@ -21,6 +21,7 @@ from typing import Any
 
 import tomllib
 
+from hpo.config.claims import Claim, parse_claims
 from hpo.config.pruners import PrunerSpec, build_pruner
 from hpo.config.samplers import FINITE_SAMPLERS, build_sampler
 from hpo.config.space import (
@@ -48,6 +49,7 @@ MAX_RETRIES = 1000
 MAX_BATCH = 10**7  # examples per evaluation batch; Fashion-MNIST has 70,000
 MAX_EPOCHS = 10_000  # as space.epochs
 MAX_DELTA = 1e6
+MAX_REPEATS = 1000  # training seeds per grid point
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class TrainSpec:
     eval_batch_size: int = 10_000
     early_stopping_patience: int | None = None
     early_stopping_min_delta: float = 0.0
+    repeats: int = 1  # training seeds per grid point (hpo.config.repeats)
 
 
 @dataclass(frozen=True)
@@ -97,19 +100,24 @@ class StudySpec:
     train: TrainSpec
     space: dict[str, Param]
     source: str | None = None
+    claims: tuple[Claim, ...] = ()  # hypotheses to judge (hpo.config.claims); no effect on trials
 
     def resolved(self) -> dict[str, Any]:
-        """The study as plain JSON-able data, every default filled in."""
+        """The study as plain JSON-able data, every default filled in (claims only if any)."""
         out = asdict(self)
         out.pop("source")
+        if not self.claims:
+            out.pop("claims")
+        if self.train.repeats == 1:  # study files from before repeats keep their fingerprint
+            out["train"].pop("repeats")
         out["space"] = {name: _param_dict(p) for name, p in self.space.items()}
         return out
 
     def fingerprint(self) -> str:
-        """Hash of what decides the trials: everything but the storage and the budget."""
+        """Hash of what decides the trials: everything but the storage, budget and claims."""
         data = self.resolved()
-        for key in ("storage", "budget"):
-            data.pop(key)
+        for key in ("storage", "budget", "claims"):
+            data.pop(key, None)
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -185,7 +193,7 @@ def parse_toml(text: str, source: str | None = None) -> dict[str, Any]:
 
 def parse_spec(raw: dict[str, Any], source: str | None = None) -> StudySpec:
     """Validate a study given as a dict (the parsed TOML)."""
-    _only(raw, "", {"study", "budget", "sampler", "pruner", "data", "train", "space"})
+    _only(raw, "", {"study", "budget", "sampler", "pruner", "data", "train", "space", "claim"})
     study = _table(raw, "study", required=True)
     _only(study, "study", {"name", "metric", "direction", "storage"})
     name = _get(study, "study.name", str, required=True)
@@ -213,7 +221,13 @@ def parse_spec(raw: dict[str, Any], source: str | None = None) -> StudySpec:
     train = _train(_table(raw, "train"))
     space_raw = _table(raw, "space")
     space = parse_space(space_raw)
+    claims = parse_claims(raw.get("claim"), space)
 
+    if train.repeats > 1 and sampler.name != "grid":
+        raise SpecError(
+            f"train.repeats needs sampler 'grid' (each grid point trained under {train.repeats} "
+            f"seeds); sampler {sampler.name!r} proposes its own points: remove train.repeats"
+        )
     build_sampler(sampler.name, sampler.options, sampler.seed)
     if sampler.name == "cmaes" and "x0" in sampler.options:
         _check_x0(sampler.options["x0"], space)
@@ -225,10 +239,11 @@ def parse_spec(raw: dict[str, Any], source: str | None = None) -> StudySpec:
             raise SpecError(f"sampler {sampler.name!r}: {err}") from None
         if not searched(space):
             raise SpecError(f"sampler {sampler.name!r} needs at least one searched parameter")
-        if budget.n_trials is not None and budget.n_trials > len(points):
+        if budget.n_trials is not None and budget.n_trials > len(points) * train.repeats:
+            times = f" × {train.repeats} repeats" if train.repeats > 1 else ""
             raise SpecError(
-                f"budget.n_trials={budget.n_trials} exceeds the grid's {len(points)} points; "
-                "remove budget.n_trials to run the whole grid"
+                f"budget.n_trials={budget.n_trials} exceeds the grid's {len(points)} points"
+                f"{times}; remove budget.n_trials to run the whole grid"
             )
         if sampler.name == "bruteforce" and budget.n_trials is None:
             # The grid's budget is set where its points are enqueued; brute force draws its own
@@ -237,7 +252,18 @@ def parse_spec(raw: dict[str, Any], source: str | None = None) -> StudySpec:
     elif budget.n_trials is None and budget.timeout_seconds is None:
         raise SpecError("budget needs n_trials, timeout_minutes, or both")
     return StudySpec(
-        name, metric, direction, storage, budget, sampler, pruner, data, train, space, source
+        name,
+        metric,
+        direction,
+        storage,
+        budget,
+        sampler,
+        pruner,
+        data,
+        train,
+        space,
+        source,
+        claims,
     )
 
 
@@ -315,7 +341,7 @@ def _data(raw: dict[str, Any]) -> DataSpec:
 
 
 def _train(raw: dict[str, Any]) -> TrainSpec:
-    _only(raw, "train", {"seed", "device", "eval_batch_size", "early_stopping"})
+    _only(raw, "train", {"seed", "device", "eval_batch_size", "early_stopping", "repeats"})
     device = _get(raw, "train.device", str, "cpu")
     if not re.fullmatch(r"cpu|auto|cuda(:\d+)?|mps", device):
         raise SpecError(f"train.device must be cpu, cuda, cuda:N, mps or auto, got {device!r}")
@@ -323,8 +349,9 @@ def _train(raw: dict[str, Any]) -> TrainSpec:
     _only(early, "train.early_stopping", {"patience", "min_delta"})
     if early and "patience" not in early:
         raise SpecError("train.early_stopping needs 'patience' (epochs without improvement)")
+    repeats = _get(raw, "train.repeats", int, 1, low=1, high=MAX_REPEATS)
     return TrainSpec(
-        seed=_get(raw, "train.seed", int, 0, low=0, high=MAX_SEED),
+        seed=_get(raw, "train.seed", int, 0, low=0, high=MAX_SEED - repeats + 1),
         device=device,
         eval_batch_size=_get(raw, "train.eval_batch_size", int, 10_000, low=1, high=MAX_BATCH),
         early_stopping_patience=_get(
@@ -333,6 +360,7 @@ def _train(raw: dict[str, Any]) -> TrainSpec:
         early_stopping_min_delta=_get(
             early, "train.early_stopping.min_delta", float, 0.0, low=0, high=MAX_DELTA
         ),
+        repeats=repeats,
     )
 
 

@@ -31,6 +31,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import orm
 
 from hpo.config.pruners import build_pruner
+from hpo.config.repeats import grid_trials
 from hpo.config.samplers import build_sampler
 from hpo.config.spec import StudySpec
 from hpo.coord import heartbeat, recovery, tables
@@ -137,8 +138,8 @@ def create_or_load(
         SpecError: ``n_trials`` does not fit a grid.
         HpoError: ``heartbeat_seconds`` is not positive, or differs from the study's.
     """
-    if n_trials is not None and spec.is_grid and n_trials > len(spec.grid()):
-        raise SpecError(f"--n-trials {n_trials} exceeds the grid's {len(spec.grid())} points")
+    if n_trials is not None and spec.is_grid and n_trials > len(grid_trials(spec)):
+        raise SpecError(f"--n-trials {n_trials} exceeds the grid's {len(grid_trials(spec))} trials")
     if heartbeat_seconds is not None and not (
         heartbeat.MIN_INTERVAL <= heartbeat_seconds <= heartbeat.MAX_INTERVAL  # False for NaN
     ):
@@ -172,7 +173,7 @@ def create_or_load(
             "heartbeat_seconds": heartbeat_seconds or heartbeat.DEFAULT_INTERVAL,
         }
         if spec.is_grid and budget["n_trials"] is None:
-            budget["n_trials"] = len(spec.grid())
+            budget["n_trials"] = len(grid_trials(spec))
         for key, value in (
             (SPEC_ATTR, spec.resolved()),
             (FINGERPRINT_ATTR, spec.fingerprint()),
@@ -181,7 +182,7 @@ def create_or_load(
         ):
             tables.set_study_attr(session, study_id, key, value)
         if spec.is_grid:  # in the same transaction: workers see all the points or none
-            tables.enqueue(session, study_id, [(point, {}) for point in spec.grid()])
+            tables.enqueue(session, study_id, [(point, {}) for point in grid_trials(spec)])
         tables.set_study_attr(session, study_id, READY_ATTR, True)
 
     StudyLock(storage, study_id).run(step, what="creating the study")

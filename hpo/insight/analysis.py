@@ -10,7 +10,7 @@ here and as HTML in :mod:`hpo.insight.report`, so both say the same thing.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
@@ -20,6 +20,7 @@ from optuna_dashboard import get_note, save_note, save_plotly_graph_object
 from hpo.config.spec import StudySpec
 from hpo.coord.results import best_trial, open_study
 from hpo.coord.study import check_fingerprint, tally
+from hpo.insight.claims import Verdict, judge_all
 from hpo.insight.evaluation import Evaluation, evaluate_best
 from hpo.insight.figures import CONFUSION_ID, all_figures, confusion
 from hpo.insight.findings import Finding, all_findings
@@ -47,6 +48,7 @@ class Analysis:
     findings: list[Finding]
     evaluation: Evaluation | None
     note: Note
+    verdicts: list[Verdict] = field(default_factory=list)  # one per [[claim]] of the study file
 
     def markdown(self) -> str:
         return self.note.markdown()
@@ -66,6 +68,7 @@ def analyze(study: optuna.Study, spec: StudySpec, evaluation: Evaluation | None 
             evaluation.confusion, evaluation.classes, evaluation.source()
         )
     found = all_findings(rows)
+    verdicts = judge_all(spec.claims, rows)
     note = build_note(
         study=study.study_name,
         spec=spec,
@@ -74,8 +77,11 @@ def analyze(study: optuna.Study, spec: StudySpec, evaluation: Evaluation | None 
         importances=imps,
         findings=found,
         evaluation=evaluation,
+        verdicts=verdicts,
     )
-    return Analysis(study.study_name, spec, rows, counts, imps, figures, found, evaluation, note)
+    return Analysis(
+        study.study_name, spec, rows, counts, imps, figures, found, evaluation, note, verdicts
+    )
 
 
 def analyze_study(

@@ -24,6 +24,7 @@ import optuna
 import torch
 from sklearn import metrics
 
+from hpo.config.repeats import TRAIN_SEED_ATTR
 from hpo.config.spec import StudySpec
 from hpo.coord.results import best_trial
 from hpo.coord.study import check_fingerprint
@@ -171,7 +172,8 @@ def retrain_best(
     torch.set_num_threads(threads)
     start = time.perf_counter()
     try:
-        result = train(to_config(attrs["config"], spec.train), dataset, device=device)
+        config = to_config(attrs["config"], spec.train, attrs.get(TRAIN_SEED_ATTR))
+        result = train(config, dataset, device=device)
     finally:
         torch.set_num_threads(before)
     assert result.model is not None

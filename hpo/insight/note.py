@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from hpo.config.spec import StudySpec
 from hpo.insight import questions as q
+from hpo.insight.claims import Verdict
 from hpo.insight.evaluation import Evaluation, per_class_table
 from hpo.insight.figures import CONFUSION_ID
 from hpo.insight.findings import Finding
@@ -26,6 +27,7 @@ from hpo.insight.rows import Row, top
 from hpo.tables import Format, Table
 
 FINDINGS_TITLE = "What the data shows"
+CLAIMS_TITLE = "Claims"
 
 
 @dataclass(frozen=True)
@@ -80,13 +82,15 @@ class Note:
     best: Section
     importance: Section
     findings: tuple[Section, ...]  # one per question, as findings.all_findings orders them
+    claims: Section | None = None  # the study file's [[claim]] verdicts, if it has claims
 
     def markdown(self) -> str:
         """The note as saved in the study: each section under its heading; the findings under
         one heading, as paragraphs."""
         blocks: list[Block] = [Heading(self.title), *self.summary]
-        for section in (self.best, self.importance):
-            blocks += [Heading(section.title), *section.blocks]
+        for section in (self.best, self.importance, self.claims):
+            if section is not None:
+                blocks += [Heading(section.title), *section.blocks]
         blocks.append(Heading(FINDINGS_TITLE))
         for finding in self.findings:
             blocks += finding.blocks
@@ -102,6 +106,7 @@ def build(
     importances: Sequence[Importance],
     findings: Sequence[Finding],
     evaluation: Evaluation | None,
+    verdicts: Sequence[Verdict] = (),
 ) -> Note:
     """The note of a study from what :func:`hpo.insight.analysis.analyze` computed."""
     summary = Paragraph(
@@ -116,7 +121,22 @@ def build(
         best=best_section(rows, spec, evaluation),
         importance=importance_section(importances),
         findings=tuple(finding_section(f) for f in findings),
+        claims=claims_section(verdicts) if verdicts else None,
     )
+
+
+def claims_section(verdicts: Sequence[Verdict]) -> Section:
+    """Each claim of the study file: its verdict, effect and interval, and the trials behind
+    each side (see :mod:`hpo.insight.claims` for the statistics)."""
+    intro = Paragraph(
+        "The study file's claims, judged on complete trials: supported or contradicted when "
+        "the 95% interval (a cluster bootstrap over configurations and training seeds) lies "
+        "on one side, else no clear difference."
+    )
+    items = tuple(
+        f"{v.sentence()} — " + "; ".join(side.describe() for side in v.sides) for v in verdicts
+    )
+    return Section(CLAIMS_TITLE, (intro, Bullets(items)))
 
 
 def best_section(rows: Sequence[Row], spec: StudySpec, evaluation: Evaluation | None) -> Section:

@@ -132,6 +132,8 @@ def build(analysis: Analysis, url: str) -> str:
     note = analysis.note
     parts = [render(note.summary, "html")]  # the page has its own title
     parts += [section(analysis, note.best), section(analysis, note.importance)]
+    if note.claims is not None:
+        parts.append(section(analysis, note.claims))
     parts.append(f"<h2>{html.escape(FINDINGS_TITLE)}</h2>")
     parts += [section(analysis, finding, "h3") for finding in note.findings]
     parts.append(f"<h2>Finished trials</h2>{trials_table(analysis).render('html')}")
