@@ -442,3 +442,37 @@ def test_a_password_in_the_url_is_never_printed(tmp_path, pg_url_with_password):
     assert secret not in output
     assert output.count(":***@") >= 5  # the URL is shown, masked
     assert "Traceback" not in output
+
+
+@pytest.mark.parametrize("backend", ["postgres", "pgbouncer"], indirect=True)
+def test_a_claim_queued_behind_the_study_lock_waits_without_an_outage(backend, monkeypatch, caplog):
+    """Many workers claiming at once wait past ``lock_timeout``: that is contention, queued
+    again at once, never a "storage unavailable" warning or an outage's backoff."""
+    import threading
+
+    import sqlalchemy
+
+    from hpo.coord import lock as lock_module
+    from hpo.coord.study import claim
+
+    limits = "SELECT set_config('lock_timeout', '100ms', true)"
+    monkeypatch.setattr(lock_module, "_SET_LIMITS", sqlalchemy.text(limits))
+    spec = parse_spec(
+        {"study": {"name": "q"}, "budget": {"n_trials": 2}, "sampler": {"name": "random"},
+         "space": {"lr": [0.1]}}
+    )  # fmt: skip
+    storage = open_storage(backend.url)
+    study = create_or_load(spec, storage, backend.url)
+    holder = sqlalchemy.create_engine(backend.direct)
+    with holder.connect() as conn:
+        conn.execute(sqlalchemy.text("SELECT 1 FROM studies FOR UPDATE"))  # another claim
+        release = threading.Timer(1.5, conn.commit)
+        release.start()
+        started = time.monotonic()
+        claimed = claim(study, spec, storage, lock_module.StudyLock(storage, study._study_id))
+        waited = time.monotonic() - started
+        release.join()
+    holder.dispose()
+    assert isinstance(claimed, optuna.Trial) and 1.4 < waited < 10, waited
+    assert "storage unavailable" not in caplog.text
+    assert tally(load(backend.direct, "q")).running == 1
