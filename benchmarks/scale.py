@@ -370,6 +370,7 @@ def _one_worker(kind: str, spec: StudySpec, url: str, n_each: int, loaded, ends:
 
 
 def _process(kind, spec, url, n_each, threads, loaded, barrier, queue) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the parent's cleanup is the parent's
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     latencies: list[float] = []
     ends: list[float] = []
@@ -567,7 +568,7 @@ HEADERS = [
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432")
-    parser.add_argument("--prefill", type=int, nargs="+", default=[0, 2000, 10000])
+    parser.add_argument("--prefill", type=int, nargs="*", default=[0, 2000, 10000])
     parser.add_argument("--workers", type=int, nargs="+", default=[4, 16, 64])
     parser.add_argument(
         "--trials", type=int, default=4, help="trials per worker (at least 64 in all)"
@@ -600,9 +601,10 @@ def main() -> None:
                     n = max(args.min_trials, args.trials * workers)
                     rows.append(point(server, front, tpl, prefilled, workers, n))
                     print(tabulate([_fmt(rows[-1])], tablefmt="plain"), flush=True)
-            via = "through PgBouncer" if args.via_pgbouncer else "PostgreSQL direct"
-            print(f"\n{via}, TPE, 5 parameters:")
-            print(tabulate([_fmt(r) for r in rows], HEADERS, tablefmt="github"), flush=True)
+            if rows:
+                via = "through PgBouncer" if args.via_pgbouncer else "PostgreSQL direct"
+                print(f"\n{via}, TPE, 5 parameters:")
+                print(tabulate([_fmt(r) for r in rows], HEADERS, tablefmt="github"), flush=True)
             if args.swarm:
                 _swarm(args, server, bouncer)
     finally:
