@@ -432,13 +432,18 @@ def run(
     peak, stop = [0], threading.Event()
 
     def sample() -> None:
-        with server.admin() as conn:
-            while not stop.is_set():
-                n = conn.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (database,)
-                ).fetchone()[0]
-                peak[0] = max(peak[0], n)
-                time.sleep(0.05)
+        while not stop.is_set():
+            try:  # on a server restarted meanwhile, sample again on a new connection
+                with server.admin() as conn:
+                    while not stop.is_set():
+                        n = conn.execute(
+                            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
+                            (database,),
+                        ).fetchone()[0]
+                        peak[0] = max(peak[0], n)
+                        time.sleep(0.05)
+            except psycopg.OperationalError:
+                time.sleep(0.5)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
