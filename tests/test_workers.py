@@ -288,7 +288,7 @@ def test_workers_carry_on_through_a_postgres_restart(tmp_path, backend, fmnist_d
     restart = ["pg_ctlcluster", "--skip-systemctl-redirect", "15", "main", "restart"]
     # -o: the restarted server must not inherit (and so hold on to) the lock file.
     subprocess.run(["flock", "-o", "/tmp/hpo-pg.lock", *restart], check=True, timeout=300)
-    assert workers.wait() == [0, 0, 0]
+    assert workers.wait() == [0, 0, 0], workers.text()[-4000:]
     # Through PgBouncer a worker whose link was idle during the restart sees nothing: the
     # pooler replaces its server connections unseen, so a retry is not certain there.
     outage = True if backend.name == "postgres" else None
