@@ -77,7 +77,8 @@ SPACE = {
     "dropout": {"low": 0.0, "high": 0.5},
     "optimizer": ["adam", "adamw", "sgd"],
 }
-GRID_SPACE = {  # 256 points
+GRID_SPACE = {  # 256 points (one hidden layer: without depth = 1, units would be two params)
+    "depth": 1,
     "units": list(range(16, 32)),
     "lr": [round(0.001 * (i + 1), 3) for i in range(16)],
 }
@@ -581,7 +582,7 @@ def main() -> None:
     parser.add_argument("--min-trials", type=int, default=64)
     parser.add_argument("--swarm", type=int, default=256, help="workers through PgBouncer; 0: skip")
     parser.add_argument("--swarm-threads", type=int, default=16, help="threads per process")
-    parser.add_argument("--swarm-trials", type=int, default=256)
+    parser.add_argument("--swarm-trials", type=int, default=256, help="0: only the grid")
     parser.add_argument("--pool", type=int, default=20, help="PgBouncer's default_pool_size")
     parser.add_argument(
         "--via-pgbouncer", action="store_true", help="the grid through PgBouncer too"
@@ -624,6 +625,18 @@ def _swarm(args, server: Server, bouncer: str) -> None:
         f"(transaction pooling, default_pool_size {args.pool}):",
         flush=True,
     )
+    if args.swarm_trials:  # 0: only the grid
+        _swarm_tpe(args, server, bouncer)
+    g = swarm_grid(server, bouncer, w, t)
+    print(
+        f"  grid of {g['points']} points: each run once: {g['once']}; {g['rate']:.1f} trials/s; "
+        f"claim p50/p99 {g['p50']:.0f}/{g['p99']:.0f} ms; server connections {g['peak']}",
+        flush=True,
+    )
+
+
+def _swarm_tpe(args, server: Server, bouncer: str) -> None:
+    w, t = args.swarm, args.swarm_threads
     tpl = template(server, 0)
     row = point(server, bouncer, tpl, 0, w, args.swarm_trials, threads=t)
     print(tabulate([_fmt(row)], HEADERS, tablefmt="github"))
@@ -632,12 +645,6 @@ def _swarm(args, server: Server, bouncer: str) -> None:
         f"  TPE budget: hpo finished {h['finished']} of {args.swarm_trials}, "
         f"exact: {h['exact']}; server connections: hpo {h['peak']}, "
         f"Optuna {row['optuna']['peak']} (target <= 20)"
-    )
-    g = swarm_grid(server, bouncer, w, t)
-    print(
-        f"  grid of {g['points']} points: each run once: {g['once']}; {g['rate']:.1f} trials/s; "
-        f"claim p50/p99 {g['p50']:.0f}/{g['p99']:.0f} ms; server connections {g['peak']}",
-        flush=True,
     )
 
 
