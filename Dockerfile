@@ -12,7 +12,7 @@ FROM ${BASE}
 
 # Fashion-MNIST from Debian (no download at run time), decompressed once at build below.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends dataset-fashion-mnist \
+    && apt-get install -y --no-install-recommends dataset-fashion-mnist pgbouncer \
     && rm -rf /var/lib/apt/lists/*
 
 # A virtualenv works alike on the Python image and on a Debian python3 (which refuses pip

@@ -8,6 +8,7 @@ runs on a real dockerd in tests/test_docker.py.
 
 from __future__ import annotations
 
+import configparser
 import os
 import shutil
 import subprocess
@@ -15,12 +16,12 @@ import subprocess
 import yaml
 
 from hpo.config.spec import load_spec
-from tests.conftest import REPO
+from tests.conftest import PGBOUNCER_INI, REPO
 
 
 def test_services_and_their_wiring(compose_config):
     services = compose_config["services"]
-    assert set(services) == {"postgres", "create", "worker", "dashboard"}
+    assert set(services) == {"postgres", "pgbouncer", "create", "worker", "dashboard"}
     db = services["postgres"]
     assert db["image"].startswith("postgres:")
     assert any(v.startswith("pgdata:/var/lib/postgresql/data") for v in db["volumes"])
@@ -32,8 +33,12 @@ def test_services_and_their_wiring(compose_config):
         )
     assert services["create"]["restart"] == "no"  # one-shot
     assert "ports" not in services["worker"] and "container_name" not in services["worker"]
-    urls = {services[name]["environment"]["HPO_STORAGE"] for name in services if name != "postgres"}
-    assert urls == {"postgresql+psycopg://hpo:change-me-before-use@postgres:5432/hpo"}
+    url = "postgresql+psycopg://hpo:change-me-before-use@{}/hpo"
+    # Workers go through PgBouncer; creating the study and the dashboard (plain Optuna, whose
+    # psycopg prepares statements) go straight to PostgreSQL.
+    assert services["worker"]["environment"]["HPO_STORAGE"] == url.format("pgbouncer:6432")
+    for name in ("create", "dashboard"):
+        assert services[name]["environment"]["HPO_STORAGE"] == url.format("postgres:5432")
     assert "optuna-dashboard" in services["dashboard"]["command"][0]
     assert "$$HPO_STORAGE" in services["dashboard"]["command"][0]  # the same database
 
@@ -42,6 +47,7 @@ def test_ports_are_published_on_localhost_only(compose_config):
     ports = {name: service.get("ports", []) for name, service in compose_config["services"].items()}
     assert ports["dashboard"] == ["127.0.0.1:8080:8080/tcp"]
     assert ports["postgres"] == ["127.0.0.1:5432:5432/tcp"]
+    assert ports["pgbouncer"] == ["127.0.0.1:6432:6432/tcp"]
     assert all(p.startswith("127.0.0.1:") for published in ports.values() for p in published)
 
 
@@ -79,3 +85,28 @@ def test_dockerfile_builds_hpo_with_data_and_no_root():
     assert "\nUSER hpo\n" in text
     ignored = (REPO / ".dockerignore").read_text().split()
     assert {".venv", ".env", "storage"} <= set(ignored)
+
+
+def test_pgbouncer_pools_transactions_in_front_of_postgres(compose_config):
+    """The pgbouncer service runs Debian's PgBouncer from the hpo image with the shipped
+    settings: transaction pooling, a bounded pool, room for many workers, the password from
+    .env; tests/test_workers.py runs every worker test through a PgBouncer set up alike."""
+    service = compose_config["services"]["pgbouncer"]
+    assert service["image"] == compose_config["services"]["worker"]["image"]
+    assert "/usr/sbin/pgbouncer /etc/pgbouncer-hpo/pgbouncer.ini" in service["command"][0]
+    assert "$$POSTGRES_PASSWORD" in service["command"][0]  # expanded by sh, never in the file
+    assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert any(v.startswith(f"{REPO}/deploy/pgbouncer/pgbouncer.ini:") for v in service["volumes"])
+    assert "pgbouncer" in (REPO / "Dockerfile").read_text()  # Debian's package, in the image
+    ini = configparser.ConfigParser(inline_comment_prefixes=(";",))
+    ini.read(REPO / "deploy" / "pgbouncer" / "pgbouncer.ini")
+    settings = ini["pgbouncer"]
+    assert settings["pool_mode"] == "transaction"
+    assert settings["listen_port"] == "6432" and settings["auth_type"] == "scram-sha-256"
+    assert settings["auth_file"] == "/tmp/pgbouncer-users.txt"  # written by the command above
+    assert 1 <= int(settings["default_pool_size"]) <= 50
+    assert int(settings["max_client_conn"]) >= 256
+    assert ini["databases"]["hpo"].split() == ["host=postgres", "port=5432", "dbname=hpo"]
+    tested = configparser.ConfigParser(inline_comment_prefixes=(";",))
+    tested.read_string(PGBOUNCER_INI)
+    assert tested["pgbouncer"]["pool_mode"] == settings["pool_mode"]

@@ -11,7 +11,9 @@ Optuna's, the dashboard and Optuna's own tools see the same thing.
 A beat is one statement (an upsert of that row) on the worker's one pooled connection; a claim
 records a trial's first beat in the same transaction that creates it, so a trial is never
 without one. A PostgreSQL restart silences every worker at once; the grace period is counted
-from the restart, not from the last beat before it. A network outage does too, without a
+from the restart, not from the last beat before it, plus :data:`RECONNECT_SECONDS`: behind
+PgBouncer some workers reconnect at once and others only after the pooler's login retry
+delay, and the first must not reap the others meanwhile. A network outage does too, without a
 restart to see: that is what :meth:`hpo.coord.retry.Health.steady` is for (see
 :mod:`hpo.coord.recovery`).
 """
@@ -33,6 +35,10 @@ log = logging.getLogger("hpo.heartbeat")
 DEFAULT_INTERVAL = 10.0  # seconds between beats
 MIN_INTERVAL, MAX_INTERVAL = 0.1, 3600.0  # beyond these a beat hammers the database, or never comes
 GRACE_BEATS = 4  # a trial is stale after this many intervals without a beat
+#: After a server restart, how long workers may still fail to reconnect: a pooler in front
+#: refuses new server logins for a while after one failed (PgBouncer's ``server_login_retry``,
+#: 15 s by default), for some of its clients and not others.
+RECONNECT_SECONDS = 20.0
 
 
 def grace_seconds(interval: float) -> float:
@@ -99,8 +105,9 @@ def stale_trials(storage: optuna.storages.RDBStorage, study_id: int, grace: floa
         now, rows = tables.running_beats(conn, study_id)
         if conn.dialect.name == "postgresql":
             restarted = conn.execute(sqlalchemy.text("SELECT pg_postmaster_start_time()"))
-            if tables.naive(restarted.scalar_one()) > now - datetime.timedelta(seconds=grace):
-                return []  # the server restarted within the grace period: nobody could beat
+            settle = datetime.timedelta(seconds=grace + RECONNECT_SECONDS)
+            if tables.naive(restarted.scalar_one()) > now - settle:
+                return []  # the server restarted lately: not everybody could beat yet
     since = now - datetime.timedelta(seconds=grace)
     for trial_id, last in rows:
         if last is None:

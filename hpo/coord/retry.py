@@ -5,7 +5,9 @@ network may drop between them. :class:`RetryingStorage` is Optuna's ``RDBStorage
 operation retried, with exponential backoff up to a deadline, when it failed for a reason of the
 infrastructure rather than of the data (:func:`is_transient`): a lost or refused connection, a
 timeout, a lock wait given up, a serialization failure or deadlock, a pooler's prepared-statement
-clash, SQLite locked past its busy timeout. Any other error passes through at once. The
+clash, SQLite locked past its busy timeout. Any other error passes through at once. A lock
+wait given up (``lock_timeout``: many workers claiming at once) is contention, not an outage:
+it is queued again at once, without backoff and without a warning, until the same deadline. The
 statement that failed on a dead connection made SQLAlchemy discard it, so the retry runs on a
 fresh one.
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import random
 import sqlite3
 import threading
 import time
@@ -41,6 +44,7 @@ log = logging.getLogger("hpo.storage")
 
 DEADLINE_SECONDS = 120.0  # how long a worker waits for its database before giving up
 FIRST_DELAY, MAX_DELAY = 0.25, 5.0
+LOCK_RETRY_DELAY = 0.05  # at most this long (at random) before queueing again for a lock
 
 # Lost or refused connections; TimeoutError: no pooled connection came free in time.
 _TRANSIENT = (
@@ -89,6 +93,12 @@ def is_transient(err: BaseException) -> bool:
 def is_infrastructure(err: BaseException) -> bool:
     """A transient error, or the database still away after the retries' deadline."""
     return isinstance(err, StorageUnavailable) or is_transient(err)
+
+
+def is_lock_wait(err: BaseException) -> bool:
+    """A lock wait given up (PostgreSQL's ``lock_timeout``, SQLSTATE 55P03): the database
+    answered, and the lock is busy, typically with many workers claiming at once."""
+    return _sqlstate(_chain(err)) == "55P03"
 
 
 def is_link_failure(err: BaseException) -> bool:
@@ -172,6 +182,12 @@ def call(fn: Callable[..., T], *args: Any, what: str = "", **kwargs: Any) -> T:
                 if is_link_failure(err):
                     health.failed()
                 waited = time.monotonic() - start
+                if is_lock_wait(err) and waited < DEADLINE_SECONDS:
+                    # Many workers queued on the study: contention, not an outage. Queue
+                    # again at once (a moment's jitter), without backoff or a warning.
+                    log.debug("lock wait given up (%s); retrying %s", reason(err), what)
+                    time.sleep(random.uniform(0, LOCK_RETRY_DELAY))
+                    continue
                 if waited + delay > DEADLINE_SECONDS:
                     raise StorageUnavailable(
                         f"the database was unreachable for {waited:.0f}s ({what or fn.__name__}): "
