@@ -98,7 +98,7 @@ def is_infrastructure(err: BaseException) -> bool:
 def is_lock_wait(err: BaseException) -> bool:
     """A lock wait given up (PostgreSQL's ``lock_timeout``, SQLSTATE 55P03): the database
     answered, and the lock is busy, typically with many workers claiming at once."""
-    return _sqlstate(_chain(err)) == "55P03"
+    return _sqlstate(error_chain(err)) == "55P03"
 
 
 def is_link_failure(err: BaseException) -> bool:
