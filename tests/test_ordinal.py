@@ -152,3 +152,30 @@ def test_a_grid_runs_each_point_once_in_either_kind(tmp_path, write_study, old):
     assert len(points) == 72 and all(t.state.name == "COMPLETE" for t in study.trials)
     kinds = {type(d) for t in study.trials for n, d in t.distributions.items() if n != "lr"}
     assert kinds == ({CategoricalDistribution} if old else {IntDistribution})
+
+
+def test_hpos_own_heatmaps_order_widths_as_numbers():
+    from hpo.insight import figures, questions
+    from hpo.insight.rows import Row
+
+    rows = [
+        Row(n, "COMPLETE", 0.8, {"depth": 2, "units_1": a, "units_2": b}, 0.8, None, None, None)
+        for n, (a, b) in enumerate((a, b) for a in (512, 16, 128, 32) for b in (64, 256, 16))
+    ]
+    fig = figures.heatmap(questions.BALANCE, rows)
+    assert list(fig.data[0].x) == ["16", "32", "128", "512"]
+    assert list(fig.data[0].y) == ["16", "64", "256"]
+
+
+def test_a_conditional_ordinal_width_keeps_its_importance():
+    """units_2 (log-scaled, absent in one-layer trials) is imputed, not left out."""
+    from hpo.insight.importance import impute_absent
+
+    space = parse_space({"depth": [1, 2], "units": WIDTHS})
+    study = study_with(optuna.samplers.RandomSampler(seed=0))
+    for _ in range(12):
+        trial = study.ask()
+        point = suggest(trial, space)
+        study.tell(trial, point["depth"] / 10)
+    _, imputed, dropped = impute_absent(study.trials)
+    assert imputed == ["units_2"] and dropped == []
