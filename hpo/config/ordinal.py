@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
@@ -44,12 +45,6 @@ def _step(values: Sequence[float]) -> Decimal | None:
     return gaps.pop() if len(gaps) == 1 else None
 
 
-def uses_log(values: Sequence[float]) -> bool:
-    """Uneven lists of positive values are searched on a log scale, the rest linearly."""
-    ordered = sorted(values)
-    return len(ordered) > 1 and _step(ordered) is None and ordered[0] > 0
-
-
 def distribution(values: Sequence[float]) -> Numeric:
     """The Optuna distribution an ordinal list is suggested from (see the module docstring)."""
     ordered = sorted(values)
@@ -60,8 +55,13 @@ def distribution(values: Sequence[float]) -> Numeric:
     if step is not None:
         if ints:
             return IntDistribution(ordered[0], ordered[-1], step=int(step))
-        return FloatDistribution(ordered[0], ordered[-1], step=float(step))
-    log = uses_log(ordered)
+        with warnings.catch_warnings():  # Optuna warns when it moves ``high`` onto the step
+            warnings.simplefilter("ignore")
+            stepped = FloatDistribution(ordered[0], ordered[-1], step=float(step))
+        # A step that floats cannot hold exactly (1e-17 to 0.3) may not reach every value.
+        if stepped.high == ordered[-1] and all(stepped._contains(v) for v in ordered):
+            return stepped
+    log = ordered[0] > 0
     scale = (lambda v: math.log(v)) if log else (lambda v: v)
     back = math.exp if log else (lambda v: v)
     low = back(scale(ordered[0]) - (scale(ordered[1]) - scale(ordered[0])) / 2)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from hpo.config.ordinal import is_numeric
+from hpo.config.ordinal import distribution, is_numeric
 from hpo.errors import SpecError
 
 MAX_DEPTH = 8
@@ -158,7 +158,7 @@ def parse_param(name: str, raw: Any) -> Param:
         values = tuple(_check_value(name, v, f"{key}.choices[{i}]") for i, v in enumerate(choices))
         if len(set(values)) != len(values):
             raise SpecError(f"{key}.choices has duplicates: {list(values)!r}")
-        return _choice(key, values, raw.get("kind"))
+        return _checked(key, _choice(key, values, raw.get("kind")))
     if "kind" in raw:
         raise SpecError(f"{key}.kind applies to 'choices' only; a low/high range is numeric")
     if "low" not in raw or "high" not in raw:
@@ -206,6 +206,18 @@ def _choice(key: str, values: tuple[Any, ...], kind: Any) -> Choice:
     if kind == "ordinal" and not numeric:
         raise SpecError(f"{key}.kind = 'ordinal' needs numbers, got {list(values)!r}")
     return Choice(values, kind, given=True)
+
+
+def _checked(key: str, choice: Choice) -> Choice:
+    """An ordinal list whose Optuna distribution cannot be built is refused here, not in a run."""
+    if choice.ordinal:
+        try:
+            distribution(choice.choices)
+        except (ValueError, OverflowError) as err:
+            raise SpecError(
+                f'{key}: cannot search these numbers in order ({err}); add kind = "categorical"'
+            ) from None
+    return choice
 
 
 def parse_space(raw: Mapping[str, Any]) -> dict[str, Param]:
