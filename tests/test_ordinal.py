@@ -18,6 +18,7 @@ from hpo.coord.lock import StudyLock
 from hpo.coord.runner import create
 from hpo.coord.storage import open_storage
 from hpo.coord.study import claim
+from hpo.errors import SpecError
 
 WIDTHS = [16, 32, 64, 128, 256, 512]
 
@@ -179,3 +180,25 @@ def test_a_conditional_ordinal_width_keeps_its_importance():
         study.tell(trial, point["depth"] / 10)
     _, imputed, dropped = impute_absent(study.trials)
     assert imputed == ["units_2"] and dropped == []
+
+
+def test_brute_force_enumerates_lists_exactly():
+    """Brute force enumerates each distribution: an uneven list stays categorical for it, and a
+    one-value list has a step (found by tests/test_front_door.py)."""
+    from hpo.config.spec import parse_spec
+
+    raw = {"study": {"name": "b"}, "sampler": {"name": "bruteforce"}, "pruner": {"name": "none"}}
+    space = {"depth": 1, "units": WIDTHS, "batch_size": [32, 64, 96], "lr": [1.0]}
+    spec = parse_spec({**raw, "space": space})
+    assert spec.space["units_1"].kind == "categorical" and spec.space["batch_size"].ordinal
+    study = study_with(build_sampler("bruteforce", {}, 0))
+    for number in range(18):
+        study.sampler = build_sampler("bruteforce", {}, 0, number)
+        trial = study.ask()
+        suggest(trial, spec.space)
+        study.tell(trial, 0.0)
+    points = {(t.params["units_1"], t.params["batch_size"]) for t in study.trials}
+    assert len(points) == 18  # every point once
+    forced = {**space, "units": {"choices": WIDTHS, "kind": "ordinal"}}
+    with pytest.raises(SpecError, match="not evenly spaced"):
+        parse_spec({**raw, "space": forced})

@@ -49,8 +49,8 @@ def distribution(values: Sequence[float]) -> Numeric:
     """The Optuna distribution an ordinal list is suggested from (see the module docstring)."""
     ordered = sorted(values)
     ints = all(isinstance(v, int) for v in ordered)
-    if len(ordered) == 1:
-        return (IntDistribution if ints else FloatDistribution)(ordered[0], ordered[0])
+    if len(ordered) == 1:  # with a step, so that brute force can enumerate it
+        return (IntDistribution if ints else FloatDistribution)(ordered[0], ordered[0], step=1)
     step = _step(ordered)
     if step is not None:
         if ints:
@@ -70,6 +70,14 @@ def distribution(values: Sequence[float]) -> Numeric:
         low_int = max(math.floor(low), 1) if log else math.floor(low)
         return IntDistribution(low_int, math.ceil(high), log=log)
     return FloatDistribution(low, high, log=log)
+
+
+def exact(values: Sequence[float]) -> bool:
+    """Whether :func:`distribution` holds exactly the listed values (no snapping needed)."""
+    if len(values) == 1:
+        return True
+    dist = distribution(values)
+    return _step(sorted(values)) is not None and dist.step is not None and not dist.log
 
 
 def nearest(values: Sequence[float], value: float, log: bool) -> float:

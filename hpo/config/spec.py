@@ -22,7 +22,7 @@ from typing import Any
 
 import tomllib
 
-from hpo.config.ordinal import is_numeric
+from hpo.config.ordinal import exact, is_numeric
 from hpo.config.pruners import PrunerSpec, build_pruner
 from hpo.config.samplers import FINITE_SAMPLERS, build_sampler
 from hpo.config.space import (
@@ -290,6 +290,8 @@ def parse_spec(raw: dict[str, Any], source: str | None = None) -> StudySpec:
     train = _train(_table(raw, "train"))
     space_raw = _table(raw, "space")
     space = parse_space(space_raw)
+    if sampler.name == "bruteforce":
+        space = _enumerable(space)
 
     build_sampler(sampler.name, sampler.options, sampler.seed)
     if sampler.name == "cmaes" and "x0" in sampler.options:
@@ -316,6 +318,22 @@ def parse_spec(raw: dict[str, Any], source: str | None = None) -> StudySpec:
     return StudySpec(
         name, metric, direction, storage, budget, sampler, pruner, data, train, space, source
     )
+
+
+def _enumerable(space: dict[str, Param]) -> dict[str, Param]:
+    """Brute force enumerates each distribution's values: a list it cannot enumerate exactly
+    (not evenly spaced, so searched with snapping) is categorical unless the file says otherwise.
+    """
+    out = dict(space)
+    for name, p in space.items():
+        if isinstance(p, Choice) and p.ordinal and not exact(p.choices):
+            if p.given:
+                raise SpecError(
+                    f"sampler 'bruteforce' enumerates every value of a range, and space.{name}'s "
+                    'numbers are not evenly spaced; remove kind = "ordinal"'
+                )
+            out[name] = replace(p, kind="categorical")
+    return out
 
 
 def _check_x0(x0: dict[str, Any], space: dict[str, Param]) -> None:
