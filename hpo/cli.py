@@ -458,7 +458,8 @@ def export(study_file: str, storage: str | None, output: str) -> None:
     "--samplers",
     default=DEFAULT_ARMS,
     show_default=True,
-    help="Comma-separated samplers; a '-pruned' suffix adds the study's pruner (tpe-pruned).",
+    help="Comma-separated samplers; a '-pruned' suffix adds the study's pruner (tpe-pruned); "
+    "a last '-ordinal' or '-categorical' searches every list of numbers so (tpe-categorical).",
 )
 @click.option(
     "--repeats",

@@ -10,7 +10,10 @@ installs it): these tests fail rather than skip.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
+import math
 import os
 import re
 import shutil
@@ -85,7 +88,13 @@ def finished(tmp_path_factory, fmnist_dir):
 @pytest.fixture(scope="module")
 def dashboard(finished):
     """A running ``hpo dashboard`` subprocess on a free port; yields the study page's URL."""
-    study, url = finished
+    with serving(*finished) as served:
+        yield served[:3]
+
+
+@contextlib.contextmanager
+def serving(study: Path, url: str):
+    """Run ``hpo dashboard`` on a free port: (study page, base URL, study id, first lines)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "hpo", "dashboard", str(study), "--storage", url, "--port", "0"],
         stdout=subprocess.PIPE,
@@ -94,16 +103,23 @@ def dashboard(finished):
         cwd=REPO,
     )
     lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.append(proc.stdout.readline()), daemon=True)
+
+    def read() -> None:
+        while (line := proc.stdout.readline()) and "Ctrl-C" not in line:
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
     reader.start()
     reader.join(timeout=60)
     match = re.search(r"(http://127\.0\.0\.1:\d+)/dashboard/studies/(\d+)", "".join(lines))
     if match is None:
         proc.kill()
         pytest.fail(f"hpo dashboard printed no URL: {lines} {proc.stdout.read()}")
-    yield match.group(0), match.group(1), int(match.group(2))
-    proc.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop
-    assert proc.wait(timeout=20) == 0
+    try:
+        yield match.group(0), match.group(1), int(match.group(2)), "".join(lines)
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop
+        assert proc.wait(timeout=20) == 0
 
 
 def get_json(url: str):
@@ -274,3 +290,135 @@ def test_dashboard_on_postgresql(pg_database, write_study, fmnist_dir):
     finally:
         server.shutdown()
         server.server_close()
+
+
+WIDTHS = [16, 32, 64, 128, 256, 512]
+WIDTH_GRID = f"""
+[study]
+name = "widths"
+metric = "val_accuracy"
+
+[sampler]
+name = "grid"
+
+[pruner]
+name = "none"
+
+[data]
+validation_size = 500
+train_size = 500
+
+[space]
+depth = 2
+units_1 = {WIDTHS}
+units_2 = {WIDTHS}
+epochs = 1
+"""
+
+
+@pytest.fixture(scope="module")
+def width_grids(tmp_path_factory, fmnist_dir):
+    """Two 36-point grids of two widths: (study file, URL) of one trained with ``hpo run``
+    (lists ordinal), and of one filled as hpo did before lists had a kind (categorical; its
+    values are made up: the axes' order depends on the stored distributions, not on training)."""
+    from hpo.config.spec import load_spec
+    from tests.test_ordinal import run_grid
+
+    tmp = tmp_path_factory.mktemp("widths")
+    study = tmp / "widths.toml"
+    study.write_text(WIDTH_GRID)
+    url = f"sqlite:///{tmp}/widths.db"
+    data = ["--data-dir", str(fmnist_dir), "--threads", "1"]
+    run = CliRunner().invoke(main, ["run", str(study), "--storage", url, *data])
+    assert run.exit_code == 0, run.output
+    old = f"sqlite:///{tmp}/old.db"
+    run_grid(load_spec(study), old, old=True)
+    return study, url, old
+
+
+def tick_reading(driver, graph: str, axis: str) -> list[tuple[str, float]]:
+    """The tick labels plotly drew on one axis of a dashboard graph (SVG text), in screen order
+    (left to right, bottom to top), each with the number it stands for.
+
+    On a log axis plotly labels the powers of ten in full and the ticks between them with their
+    leading digit (``10 2 3 … 100 2 3``): a digit stands for itself times the power of ten of
+    its decade, which the tick's position on the axis gives.
+    """
+    kind = driver.execute_script(
+        f"return document.getElementById('{graph}')._fullLayout.{axis}axis.type"
+    )
+    ticks = driver.execute_script(
+        f"return Array.from(document.querySelectorAll('#{graph} .{axis}tick text')).map(t => "
+        "{const r = t.getBoundingClientRect(); "
+        "return [t.textContent, r.left + r.width / 2, -(r.top + r.height / 2), t.__data__.x];})"
+    )
+    ticks = sorted((t for t in ticks if t[0]), key=lambda t: t[1] if axis == "x" else t[2])
+    reading = []
+    for label, _, _, position in ticks:
+        number = as_number(label)
+        if kind == "log" and len(label) == 1:
+            number *= 10 ** math.floor(position + 1e-9)
+            assert math.isclose(math.log10(number), position, abs_tol=1e-6), (label, position)
+        reading.append((label, number))
+    return reading
+
+
+def tick_labels(driver, graph: str, axis: str) -> list[str]:
+    """The tick labels plotly drew on one axis of a dashboard graph (SVG text)."""
+    texts = driver.find_elements("css selector", f"#{graph} .{axis}tick text")
+    return [t.text for t in texts if t.text]
+
+
+def as_number(label: str) -> float:
+    """A plotly tick label as a number (``1k`` → 1000; its minus sign is U+2212)."""
+    label = label.replace("\u2212", "-")
+    return float(label[:-1]) * 1000 if label.endswith("k") else float(label)
+
+
+GRAPHS = ("graph-contour", "graph-rank")  # the dashboard's two interaction plots
+
+
+def open_contour(driver, page: str):
+    """optuna-dashboard's Analytics page, its contour and rank plots of units_1 × units_2 drawn."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(f"{page}/analytics")
+    wait_for_plots(driver, "#graph-contour", 1)
+    WebDriverWait(driver, 60).until(
+        lambda d: all(tick_labels(d, g, a) for g in GRAPHS for a in "xy")
+    )
+    for graph in GRAPHS:
+        titles = [t.text for t in driver.find_elements("css selector", f"#{graph} .g-xtitle")]
+        titles += [t.text for t in driver.find_elements("css selector", f"#{graph} .g-ytitle")]
+        assert titles == ["units_1", "units_2"], (graph, titles)
+
+
+def test_browser_contour_of_a_width_grid_reads_in_numeric_order(width_grids, browser):
+    """The issue's check: a units grid's contour in the dashboard reads 16 → 512 on both axes."""
+    study, url, _ = width_grids
+    with serving(study, url) as (page, _, _, printed):
+        assert "note:" not in printed
+        open_contour(browser, page)
+        path = screenshot(browser, "dashboard-contour-ordinal.png")
+        print(f"screenshot: {path}")
+        for graph, axis in itertools.product(GRAPHS, "xy"):
+            reading = tick_reading(browser, graph, axis)
+            numbers = [number for _, number in reading]
+            assert all(a < b for a, b in itertools.pairwise(numbers)), (graph, axis, reading)
+            # from below 32 to above 256: the axis spans 16 → 512 (ticks fall on round numbers)
+            assert numbers[0] < 32 and numbers[-1] > 256, (graph, axis, reading)
+
+
+def test_browser_contour_of_an_old_categorical_grid_reads_as_text_and_hpo_says_why(
+    width_grids, browser
+):
+    """The same grid as hpo stored it before lists had a kind: the dashboard orders the widths
+    as text, which is what the numeric check above would catch, and ``hpo dashboard`` says why."""
+    study, _, old = width_grids
+    with serving(study, old) as (page, _, _, printed):
+        assert "created before lists of numbers became ordinal" in printed
+        open_contour(browser, page)
+        screenshot(browser, "dashboard-contour-categorical.png")
+        for graph, axis in itertools.product(GRAPHS, "xy"):
+            reading = tick_reading(browser, graph, axis)
+            assert [label for label, _ in reading] == sorted(map(str, WIDTHS))  # 128 before 16

@@ -143,3 +143,38 @@ def test_a_partial_or_pruned_grid_is_no_record(tmp_path, write_study):
     pruned = record_grid(spec, f"sqlite:///{tmp_path}/pruned.db", prune_one=True)
     with pytest.raises(ReplayError, match="pruned trials"):
         read_grid_record(pruned, spec)
+
+
+def test_arms_can_force_the_kind_of_every_list_of_numbers(recorded):
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from hpo.compare.arms import Arm, CompareError, ComputeBudget, parse_arms, sampler_seed
+    from hpo.compare.run import replay_arms
+
+    spec, record = recorded
+    arms = parse_arms("grid,tpe,tpe-categorical,tpe-pruned-ordinal", spec)
+    assert arms[1:] == [Arm("tpe"), Arm("tpe", False, "categorical"), Arm("tpe", True, "ordinal")]
+    assert [a.label for a in arms] == ["grid", "tpe", "tpe-categorical", "tpe-pruned-ordinal"]
+    # forcing a kind gives the arm its own seed stream; the older arms keep theirs
+    assert sampler_seed(spec, Arm("tpe"), 0) == 4 * 1000 * 100_000  # as before: slot 4
+    assert len({sampler_seed(spec, a, 0) for a in arms[1:]}) == 3
+    for bad, message in (("grid-ordinal", "whatever the lists' kind"), ("tpe-ordered", "unknown")):
+        with pytest.raises(CompareError, match=message):
+            parse_arms(bad, spec)
+    traces = replay_arms(spec, record, arms[1:3], 2, ComputeBudget(12, "trials"))
+    assert sorted(traces) == ["tpe", "tpe-categorical"]
+    ordinal = replay_study(
+        spec, record, sampler="tpe", pruned=False, sampler_seed=1, budget=3, unit="trials"
+    )
+    categorical = replay_study(
+        spec.with_kind("categorical"),
+        record,
+        sampler="tpe",
+        pruned=False,
+        sampler_seed=1,
+        budget=3,
+        unit="trials",
+    )
+    assert isinstance(ordinal.trials[0].distributions["units_1"], IntDistribution)
+    assert isinstance(ordinal.trials[0].distributions["lr"], FloatDistribution)
+    assert isinstance(categorical.trials[0].distributions["units_1"], CategoricalDistribution)

@@ -4,7 +4,6 @@ import pytest
 
 from hpo.config import space as space_module
 from hpo.config.space import (
-    Choice,
     FloatRange,
     IntRange,
     grid_points,
@@ -65,7 +64,7 @@ def test_resolve_fills_fixed_values_and_skips_inactive():
 
 def test_per_layer_widths_are_separate_parameters():
     space = parse_space({"depth": 2, "units_1": [64, 256], "units_2": [256, 64]})
-    assert space["units_1"] == Choice((64, 256)) and space["units_2"] == Choice((256, 64))
+    assert space["units_1"].choices == (64, 256) and space["units_2"].choices == (256, 64)
     points = grid_points(space)
     assert {(p["units_1"], p["units_2"]) for p in points} == {
         (64, 256),

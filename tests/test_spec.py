@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import pytest
 
 from hpo.config.space import Choice, Fixed, FloatRange, IntRange
-from hpo.config.spec import load_spec, parse_spec
+from hpo.config.spec import categorical_numbers, explain, kinds_as_created, load_spec, parse_spec
 from hpo.errors import SpecError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,11 +47,16 @@ lr = { low = 1e-4, high = 1e-1, log = true }
 dropout = { low = 0, high = 0.5, step = 0.1 }
 optimizer = ["sgd", "adam"]
 momentum = 0.9
+batch_size = { choices = [32, 64], kind = "categorical" }
+weight_decay = { choices = [0.0, 1e-4], kind = "ordinal" }
 """
         )
     )
     assert spec.space["depth"] == IntRange(1, 3)
-    assert spec.space["units_1"] == Choice((32, 64)) == spec.space["units_3"]
+    assert spec.space["units_1"] == Choice((32, 64), "ordinal") == spec.space["units_3"]
+    assert spec.space["optimizer"] == Choice(("sgd", "adam"), "categorical")
+    assert spec.space["batch_size"] == Choice((32, 64), "categorical", given=True)
+    assert spec.space["weight_decay"] == Choice((0.0, 1e-4), "ordinal", given=True)
     assert spec.space["units_2"] == IntRange(16, 256, 16)
     assert spec.space["lr"] == FloatRange(1e-4, 1e-1, None, True)
     assert spec.space["dropout"] == FloatRange(0.0, 0.5, 0.1)
@@ -108,6 +115,26 @@ BAD = {
     "value out of range": (BASE + "[space]\ndropout = 1.5", "space.dropout must be"),
     "bad study name": ('[study]\nname = "a/b"\n[budget]\nn_trials = 1', "study.name"),
     "patience without patience": (BASE + "[train.early_stopping]\nmin_delta = 0.1", "patience"),
+    "unknown list kind": (
+        BASE + '[space]\nunits = { choices = [16, 32], kind = "ordered" }',
+        "space.units.kind must be one of ['ordinal', 'categorical'], got 'ordered'",
+    ),
+    "list kind of the wrong type": (
+        BASE + "[space]\nunits = { choices = [16, 32], ordinal = true }",
+        "unknown key 'space.units.ordinal'",
+    ),
+    "ordinal names": (
+        BASE + '[space]\noptimizer = { choices = ["sgd", "adam"], kind = "ordinal" }',
+        "space.optimizer.kind = 'ordinal' needs numbers",
+    ),
+    "kind on a range": (
+        BASE + '[space]\nunits = { low = 16, high = 32, kind = "ordinal" }',
+        "space.units.kind applies to 'choices' only",
+    ),
+    "kind not a string": (
+        BASE + "[space]\nunits = { choices = [16, 32], kind = true }",
+        "space.units.kind must be one of",
+    ),
 }
 
 
@@ -133,6 +160,16 @@ def test_shipped_studies_are_valid(path):
     assert spec.name == path.stem
 
 
+#: Fingerprints of shipped study files as hpo computed them before lists of numbers had a kind:
+#: studies created then must still fit their unchanged files.
+OLD_FINGERPRINTS = {"units_grid": "26ccef130dddf036", "compare_grid_vs_tpe": "e99f499640c8ebb0"}
+
+
+@pytest.mark.parametrize("name", OLD_FINGERPRINTS)
+def test_fingerprints_of_unchanged_files_are_unchanged(name):
+    assert load_spec(REPO / "studies" / f"{name}.toml").fingerprint() == OLD_FINGERPRINTS[name]
+
+
 def test_fingerprint_ignores_storage_and_budget_only():
     raw = {"study": {"name": "f"}, "budget": {"n_trials": 3}, "space": {"lr": [0.1, 0.01]}}
     base = parse_spec(raw).fingerprint()
@@ -141,3 +178,47 @@ def test_fingerprint_ignores_storage_and_budget_only():
     assert parse_spec(moved).fingerprint() == base
     assert parse_spec({**raw, "space": {"lr": [0.1, 0.02]}}).fingerprint() != base
     assert parse_spec({**raw, "sampler": {"seed": 5}}).fingerprint() != base
+
+
+def test_a_lists_kind_counts_in_the_fingerprint_only_where_the_file_gives_it():
+    """A default kind is decided when the study is created, so an old study (its numeric
+    lists categorical) still fits its unchanged file; an explicit kind is a different file."""
+    raw = {"study": {"name": "f"}, "budget": {"n_trials": 3}, "space": {"units": [16, 32, 64]}}
+    spec = parse_spec(raw)
+    assert (
+        spec.space["units_1"].ordinal and spec.resolved()["space"]["units_1"]["kind"] == "ordinal"
+    )
+    # The hash of the space as hpo stored it before lists had a kind:
+    old = spec.resolved()
+    for key in ("storage", "budget"):
+        old.pop(key)
+    for entry in old["space"].values():
+        entry.pop("kind", None)
+    blob = json.dumps(old, sort_keys=True, separators=(",", ":"))
+    assert spec.fingerprint() == hashlib.sha256(blob.encode()).hexdigest()[:16]
+    for kind in ("ordinal", "categorical"):
+        forced = {**raw, "space": {"units": {"choices": [16, 32, 64], "kind": kind}}}
+        assert parse_spec(forced).fingerprint() != spec.fingerprint()
+    assert spec.with_kind("categorical").fingerprint() != spec.with_kind("ordinal").fingerprint()
+
+
+def test_an_old_study_keeps_its_categorical_lists_and_says_why_its_plots_look_so():
+    raw = {
+        "study": {"name": "f"},
+        "budget": {"n_trials": 3},
+        "space": {"units": [16, 32, 64], "optimizer": ["sgd", "adam"]},
+    }
+    spec = parse_spec(raw)
+    stored = spec.resolved()
+    for entry in stored["space"].values():
+        entry.pop("kind", None)  # as hpo stored it before lists had a kind
+    old = kinds_as_created(spec.space, stored)
+    assert old["units_1"].kind == "categorical" and old["optimizer"].kind == "categorical"
+    assert kinds_as_created(spec.space, spec.resolved()) == spec.space
+    assert kinds_as_created(spec.space, None) == spec.space
+    assert categorical_numbers(stored) == ["units_1", "units_2"]
+    assert "created before lists of numbers became ordinal" in explain(stored)
+    assert explain(spec.resolved()) is None
+    forced = spec.with_kind("categorical")
+    assert kinds_as_created(forced.space, spec.resolved())["units_1"].kind == "categorical"
+    assert 'says kind = "categorical"' in explain(forced.resolved())

@@ -22,8 +22,12 @@ from hpo.errors import HpoError
 TRIAL_STRIDE = 100_000  # trials a run may take before its seed stream meets the next one
 MAX_REPEATS = 1_000
 MAX_BUDGET = 1e9  # trials, epochs or seconds per run (seconds: 31 years)
-#: Every arm label, in a fixed order: an arm's position picks its block of seed streams.
-ARM_LABELS = [s + suffix for s in SAMPLERS for suffix in ("", "-pruned")]
+KIND_SUFFIXES = {"-ordinal": "ordinal", "-categorical": "categorical"}
+#: Every arm label, in a fixed order: an arm's position picks its block of seed streams (arms
+#: that force a list kind come after the older ones, whose streams stay what they were).
+ARM_LABELS = [s + suffix for s in SAMPLERS for suffix in ("", "-pruned")] + [
+    s + suffix + kind for kind in KIND_SUFFIXES for s in SAMPLERS for suffix in ("", "-pruned")
+]
 DEFAULT_ARMS = "grid,random,tpe-pruned"
 PRUNED = "-pruned"
 UNIT_WORDS = {
@@ -41,14 +45,18 @@ class CompareError(HpoError):
 
 @dataclass(frozen=True)
 class Arm:
-    """A sampler, with or without the study's pruner."""
+    """A sampler, with or without the study's pruner; ``kind`` forces every list of numbers
+    to be ordinal or categorical (``None``: as the study file says)."""
 
     sampler: str
     pruned: bool = False
+    kind: str | None = None
 
     @property
     def label(self) -> str:
-        return self.sampler + (PRUNED if self.pruned else "")
+        return (
+            self.sampler + (PRUNED if self.pruned else "") + (f"-{self.kind}" if self.kind else "")
+        )
 
     @property
     def deterministic(self) -> bool:
@@ -69,26 +77,37 @@ class ComputeBudget:
 
 
 def parse_arms(text: str, spec: StudySpec) -> list[Arm]:
-    """``grid,random,tpe-pruned`` → arms; ``-pruned`` adds the study's pruner.
+    """``grid,random,tpe-pruned`` → arms; ``-pruned`` adds the study's pruner, and a last
+    ``-ordinal`` or ``-categorical`` searches every list of numbers that way (``gp-categorical``).
 
     Raises:
-        CompareError: an unknown sampler, a duplicate, or ``-pruned`` when the study has no
-            pruner.
+        CompareError: an unknown sampler, a duplicate, ``-pruned`` when the study has no
+            pruner, or a kind for the grid (which runs every point whatever the kind).
     """
     arms: list[Arm] = []
     for token in (t.strip() for t in text.split(",")):
-        name, pruned = (token[: -len(PRUNED)], True) if token.endswith(PRUNED) else (token, False)
+        name, kind = token, None
+        for suffix, value in KIND_SUFFIXES.items():
+            if name.endswith(suffix):
+                name, kind = name[: -len(suffix)], value
+        name, pruned = (name[: -len(PRUNED)], True) if name.endswith(PRUNED) else (name, False)
         if name not in SAMPLERS:
             raise CompareError(
                 f"--samplers: unknown sampler {token!r}; choose from {', '.join(SAMPLERS)}, "
-                f"each optionally with '{PRUNED}' (e.g. tpe{PRUNED})"
+                f"each optionally with '{PRUNED}' (e.g. tpe{PRUNED}) and then '-ordinal' or "
+                "'-categorical' (e.g. tpe-categorical)"
+            )
+        if kind and name == "grid":
+            raise CompareError(
+                f"--samplers: {token!r}: the grid runs every point once whatever the lists' "
+                "kind; write 'grid'"
             )
         if pruned and spec.pruner.name == "none":
             raise CompareError(
                 f"--samplers: {token!r} needs the study's pruner, but its [pruner] is 'none'; "
                 "set [pruner] name in the study file or drop the suffix"
             )
-        arm = Arm(name, pruned)
+        arm = Arm(name, pruned, kind)
         if arm in arms:
             raise CompareError(f"--samplers: {token!r} is listed twice")
         arms.append(arm)
@@ -152,7 +171,7 @@ def arm_spec(spec: StudySpec, arm: Arm, repeat: int, budget: ComputeBudget) -> S
     if not arm.deterministic and budget.unit == "seconds":
         limits = replace(limits, timeout_seconds=budget.amount)
     return replace(
-        spec,
+        spec.with_kind(arm.kind) if arm.kind else spec,
         name=study_name(spec.name, arm, repeat),
         sampler=SamplerSpec(arm.sampler, seed, dict(options) if seed is not None else {}),
         pruner=spec.pruner if arm.pruned else PrunerSpec("none"),

@@ -192,6 +192,7 @@ def _keep_search_space_cache(
     TPE recompute the intersection of every past trial's space from scratch, which is most of a
     replay's time. The cache holds no randomness; the suggestions are the same either way.
     """
+    old = getattr(old, "inner", old)  # suggest() wraps the sampler for ordinal lists
     cache = getattr(old, "_search_space", None)
     if type(old) is type(new) and cache is not None and hasattr(new, "_search_space"):
         new._search_space = cache

@@ -254,7 +254,7 @@ def _replay_one(job: tuple[StudySpec, GridRecord, Arm, int, ComputeBudget]) -> T
     spec, record, arm, repeat, budget = job
     seed = None if arm.deterministic else sampler_seed(spec, arm, repeat)
     study = replay_study(
-        spec,
+        spec.with_kind(arm.kind) if arm.kind else spec,
         record,
         sampler=arm.sampler,
         pruned=arm.pruned,

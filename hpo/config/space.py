@@ -1,8 +1,9 @@
 """The search space: which hyperparameters exist, how each is declared, and how a point is drawn.
 
 Every hyperparameter is either fixed to a value or searched (an int/float range, or a list of
-choices). Some only exist conditionally: ``units_k`` only when ``depth >= k`` and ``momentum``
-only for optimizers that have one. :func:`resolve` walks that structure once, asking a
+choices: ordinal for numbers, categorical for names; see :mod:`hpo.config.ordinal`). Some only
+exist conditionally: ``units_k`` only when ``depth >= k`` and ``momentum`` only for optimizers
+that have one. :func:`resolve` walks that structure once, asking a
 ``choose`` callback for each searched value, so Optuna's suggestions (in ``objective.py``) and
 grid enumeration (:func:`grid_points`) follow exactly the same conditional structure.
 """
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from hpo.config.ordinal import distribution, is_numeric
 from hpo.errors import SpecError
 
 MAX_DEPTH = 8
@@ -45,11 +47,26 @@ class FloatRange:
     log: bool = False
 
 
+KINDS = ("ordinal", "categorical")
+
+
 @dataclass(frozen=True)
 class Choice:
-    """One of a finite list of values."""
+    """One of a finite list of values.
+
+    ``kind`` is ``ordinal`` (numbers searched as numbers, see :mod:`hpo.config.ordinal`) or
+    ``categorical`` (unordered labels). A list of numbers is ordinal unless the study file says
+    ``kind = "categorical"``; ``given`` records whether the file said either, because a kind
+    left to the default is decided when the study is created (see ``StudySpec.fingerprint``).
+    """
 
     choices: tuple[Any, ...]
+    kind: str = "categorical"
+    given: bool = False
+
+    @property
+    def ordinal(self) -> bool:
+        return self.kind == "ordinal"
 
 
 @dataclass(frozen=True)
@@ -113,7 +130,8 @@ def _check_value(name: str, value: Any, where: str) -> Any:
 def parse_param(name: str, raw: Any) -> Param:
     """Turn one ``[space]`` entry of a study file into a :data:`Param`, validating it.
 
-    A scalar is fixed, a list is a choice, a table has either ``choices`` or ``low``/``high``
+    A scalar is fixed, a list is a choice, a table has either ``choices`` (with an optional
+    ``kind``: ``ordinal``, the default for numbers, or ``categorical``) or ``low``/``high``
     (with optional ``step`` and ``log``).
     """
     key = f"space.{name}"
@@ -125,14 +143,14 @@ def parse_param(name: str, raw: Any) -> Param:
         raw = {"choices": raw}
     if not isinstance(raw, dict):
         return Fixed(_check_value(name, raw, key))
-    unknown = set(raw) - {"choices", "low", "high", "step", "log"}
+    unknown = set(raw) - {"choices", "kind", "low", "high", "step", "log"}
     if unknown:
         raise SpecError(
             f"unknown key '{key}.{sorted(unknown)[0]}'; a parameter table takes "
-            "'choices', or 'low' and 'high' with optional 'step' and 'log'"
+            "'choices' with optional 'kind', or 'low' and 'high' with optional 'step' and 'log'"
         )
     if "choices" in raw:
-        if set(raw) != {"choices"}:
+        if set(raw) - {"choices", "kind"}:
             raise SpecError(f"{key}: give either 'choices' or 'low'/'high', not both")
         choices = raw["choices"]
         if not isinstance(choices, list) or not choices:
@@ -140,7 +158,9 @@ def parse_param(name: str, raw: Any) -> Param:
         values = tuple(_check_value(name, v, f"{key}.choices[{i}]") for i, v in enumerate(choices))
         if len(set(values)) != len(values):
             raise SpecError(f"{key}.choices has duplicates: {list(values)!r}")
-        return Choice(values)
+        return _checked(key, _choice(key, values, raw.get("kind")))
+    if "kind" in raw:
+        raise SpecError(f"{key}.kind applies to 'choices' only; a low/high range is numeric")
     if "low" not in raw or "high" not in raw:
         raise SpecError(f"{key} needs both 'low' and 'high' (or 'choices'), got {raw!r}")
     if hp.kind is str:
@@ -175,6 +195,29 @@ def parse_param(name: str, raw: Any) -> Param:
     if hp.kind is int:
         return IntRange(low, high, step if step is not None else 1, log)
     return FloatRange(low, high, float(step) if step is not None else None, log)
+
+
+def _choice(key: str, values: tuple[Any, ...], kind: Any) -> Choice:
+    numeric = is_numeric(values)
+    if kind is None:
+        return Choice(values, "ordinal" if numeric else "categorical")
+    if kind not in KINDS:
+        raise SpecError(f"{key}.kind must be one of {list(KINDS)}, got {kind!r}")
+    if kind == "ordinal" and not numeric:
+        raise SpecError(f"{key}.kind = 'ordinal' needs numbers, got {list(values)!r}")
+    return Choice(values, kind, given=True)
+
+
+def _checked(key: str, choice: Choice) -> Choice:
+    """An ordinal list whose Optuna distribution cannot be built is refused here, not in a run."""
+    if choice.ordinal:
+        try:
+            distribution(choice.choices)
+        except (ValueError, OverflowError) as err:
+            raise SpecError(
+                f'{key}: cannot search these numbers in order ({err}); add kind = "categorical"'
+            ) from None
+    return choice
 
 
 def parse_space(raw: Mapping[str, Any]) -> dict[str, Param]:

@@ -15,6 +15,7 @@ import json
 import math
 import re
 import stat
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,13 @@ from typing import Any
 import tomllib
 
 from hpo.config.claims import Claim, parse_claims
+from hpo.config.ordinal import exact, is_numeric
 from hpo.config.pruners import PrunerSpec, build_pruner
 from hpo.config.samplers import FINITE_SAMPLERS, build_sampler
 from hpo.config.space import (
+    KINDS,
     MOMENTUM_OPTIMIZERS,
+    Choice,
     Fixed,
     FloatRange,
     IntRange,
@@ -114,12 +118,31 @@ class StudySpec:
         return out
 
     def fingerprint(self) -> str:
-        """Hash of what decides the trials: everything but the storage, budget and claims."""
+        """Hash of what decides the trials: everything but the storage, budget and claims.
+
+        A list's ``kind`` counts only where the file gives it. Left to the default, the kind is
+        the one the study was created with (stored in its resolved spec, read back by
+        :func:`kinds_as_created`): a study created before numeric lists became ordinal keeps
+        its categorical lists, and its unchanged file still fits it.
+        """
         data = self.resolved()
         for key in ("storage", "budget", "claims"):
             data.pop(key, None)
+        for name, param in self.space.items():
+            if isinstance(param, Choice) and not param.given:
+                data["space"][name].pop("kind")
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def with_kind(self, kind: str) -> StudySpec:
+        """The study with every list of numbers searched as ``kind``, as if the file said so."""
+        space = {
+            name: replace(p, kind=kind, given=True)
+            if isinstance(p, Choice) and is_numeric(p.choices)
+            else p
+            for name, p in self.space.items()
+        }
+        return replace(self, space=space)
 
     @property
     def is_grid(self) -> bool:
@@ -134,7 +157,61 @@ def _param_dict(param: Param) -> dict[str, Any]:
     data = asdict(param)
     if "choices" in data:
         data["choices"] = list(data["choices"])
+        data.pop("given")
     return {"type": type(param).__name__, **data}
+
+
+#: The study attribute holding the resolved study file (``hpo.coord.study.SPEC_ATTR``).
+SPEC_ATTR = "hpo:spec"
+
+
+def kinds_as_created(space: Mapping[str, Param], stored: Mapping[str, Any] | None) -> dict:
+    """``space`` with each list's kind as its study was created, where the file left it open.
+
+    ``stored`` is the study's resolved spec (``None`` for a study hpo did not create: then the
+    file decides). A list stored without a kind predates ordinal lists: it is categorical.
+    """
+    out = dict(space)
+    stored_space = (stored or {}).get("space", {})
+    for name, param in space.items():
+        entry = stored_space.get(name)
+        if isinstance(param, Choice) and not param.given and isinstance(entry, dict):
+            kind = entry.get("kind", "categorical") if entry.get("type") == "Choice" else None
+            if kind in KINDS and kind != param.kind:
+                out[name] = replace(param, kind=kind)
+    return out
+
+
+def categorical_numbers(stored: Mapping[str, Any] | None) -> list[str]:
+    """Names of lists of numbers that a study searches as categorical (see :func:`explain`)."""
+    return [
+        name
+        for name, entry in (stored or {}).get("space", {}).items()
+        if isinstance(entry, dict)
+        and entry.get("type") == "Choice"
+        and entry.get("kind", "categorical") == "categorical"
+        and len(entry.get("choices", ())) > 1
+        and is_numeric(entry["choices"])
+    ]
+
+
+def explain(stored: Mapping[str, Any] | None) -> str | None:
+    """Why a study's plots order some numbers as text, or ``None`` when none do."""
+    names = categorical_numbers(stored)
+    if not names:
+        return None
+    legacy = any("kind" not in stored["space"][n] for n in names)
+    why = (
+        "the study was created before lists of numbers became ordinal"
+        if legacy
+        else 'the study file says kind = "categorical"'
+    )
+    return (
+        f"{', '.join(names)}: lists of numbers searched as categorical ({why}); "
+        "optuna-dashboard's contour and rank plots order their axes as text (128 before 16) "
+        "and the samplers ignore their order. A new study.name with the same file makes them "
+        "ordinal."
+    )
 
 
 def load_spec(path: str | Path) -> StudySpec:
@@ -221,6 +298,8 @@ def parse_spec(raw: dict[str, Any], source: str | None = None) -> StudySpec:
     train = _train(_table(raw, "train"))
     space_raw = _table(raw, "space")
     space = parse_space(space_raw)
+    if sampler.name == "bruteforce":
+        space = _enumerable(space)
     claims = parse_claims(raw.get("claim"), space)
 
     if train.repeats > 1 and sampler.name != "grid":
@@ -267,12 +346,28 @@ def parse_spec(raw: dict[str, Any], source: str | None = None) -> StudySpec:
     )
 
 
+def _enumerable(space: dict[str, Param]) -> dict[str, Param]:
+    """Brute force enumerates each distribution's values: a list it cannot enumerate exactly
+    (not evenly spaced, so searched with snapping) is categorical unless the file says otherwise.
+    """
+    out = dict(space)
+    for name, p in space.items():
+        if isinstance(p, Choice) and p.ordinal and not exact(p.choices):
+            if p.given:
+                raise SpecError(
+                    f"sampler 'bruteforce' enumerates every value of a range, and space.{name}'s "
+                    'numbers are not evenly spaced; remove kind = "ordinal"'
+                )
+            out[name] = replace(p, kind="categorical")
+    return out
+
+
 def _check_x0(x0: dict[str, Any], space: dict[str, Param]) -> None:
     """CMA-ES's start point: a value in range for each range every trial has, and no other.
 
-    CMA-ES searches the ranges common to all trials (not lists of choices, not parameters that
-    only some depths or optimizers have), and Optuna asserts at the first trial that ``x0``
-    gives exactly those.
+    CMA-ES searches the numeric parameters common to all trials (ranges and ordinal lists, not
+    categorical lists, not parameters that only some depths or optimizers have), and Optuna
+    asserts at the first trial that ``x0`` gives exactly those.
     """
     depth = min(values_of(space["depth"]))
     optimizers = values_of(space["optimizer"])
@@ -283,25 +378,37 @@ def _check_x0(x0: dict[str, Any], space: dict[str, Param]) -> None:
         return name != "momentum" or all(o in MOMENTUM_OPTIMIZERS for o in optimizers)
 
     ranges = {
-        name: p
+        name: (p.low, p.high) if isinstance(p, (IntRange, FloatRange)) else _span(p)
         for name, p in space.items()
-        if isinstance(p, (IntRange, FloatRange)) and in_every_trial(name)
+        if (isinstance(p, (IntRange, FloatRange)) or (isinstance(p, Choice) and p.ordinal))
+        and len(_span(p)) == 2
+        and in_every_trial(name)
     }
     for name in sorted(set(x0) - set(ranges)):
         raise SpecError(
-            f"sampler.options.x0.{name}: CMA-ES searches only ranges every trial has "
+            f"sampler.options.x0.{name}: CMA-ES searches only the ranges and ordinal lists "
+            "every trial has "
             f"({', '.join(ranges) or 'none here'}); remove it"
         )
     for name in sorted(set(ranges) - set(x0)):
         raise SpecError(f"sampler.options.x0 needs a start for every range: {name} is missing")
     for name, value in x0.items():
-        param = ranges[name]
+        low, high = ranges[name]
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not number or not param.low <= value <= param.high:
+        if not number or not low <= value <= high:
             raise SpecError(
                 f"sampler.options.x0.{name} must lie in space.{name}'s range "
-                f"{param.low}..{param.high}, got {value!r}"
+                f"{low}..{high}, got {value!r}"
             )
+
+
+def _span(param: Param) -> tuple[Any, ...]:
+    """(low, high) of a range or a list with more than one value; () for anything else."""
+    if isinstance(param, (IntRange, FloatRange)):
+        return (param.low, param.high)
+    if isinstance(param, Choice) and len(param.choices) > 1:
+        return (min(param.choices), max(param.choices))
+    return ()
 
 
 def _budget(raw: dict[str, Any]) -> BudgetSpec:

@@ -6,6 +6,9 @@ dashboard can still write what a person does in it (notes, for instance), like o
 itself. It serves with :mod:`wsgiref`, one request at a time, which is what optuna-dashboard's
 own ``run_server`` does; for a shared deployment, serve
 ``optuna_dashboard.wsgi(open_storage(url, create=False))`` with a WSGI server instead.
+
+A study whose lists of numbers are categorical (created before they became ordinal, or forced)
+gets a line saying why its contour and rank plots order those axes as text.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import optuna_dashboard
 
-from hpo.config.spec import StudySpec
+from hpo.config.spec import SPEC_ATTR, StudySpec, explain
 from hpo.coord.storage import mask, open_storage
 from hpo.errors import HpoError, StorageError
 
@@ -78,6 +81,10 @@ def serve(
     """Serve the dashboard until Ctrl-C, after printing the study page's URL."""
     server, page = bind(spec, url, host, port)
     echo(f"optuna-dashboard for study {spec.name} ({mask(url)}): {page}")
+    storage = open_storage(url, create=False)
+    stored = storage.get_study_user_attrs(storage.get_study_id_from_name(spec.name))
+    if why := explain(stored.get(SPEC_ATTR)):
+        echo(f"note: {why}")
     echo("press Ctrl-C to stop")
     try:
         server.serve_forever()

@@ -107,9 +107,11 @@ def impute_absent(trials: list[FrozenTrial]) -> tuple[list[FrozenTrial], list[st
 def _with_zero(dist: BaseDistribution) -> BaseDistribution | None:
     if isinstance(dist, CategoricalDistribution):
         return dist if 0 in dist.choices else CategoricalDistribution((0, *dist.choices))
-    if isinstance(dist, IntDistribution) and not dist.log:
+    # A log scale cannot hold 0, so a log-scaled parameter is imputed on a linear one: an
+    # ordinal list of widths (units_2 = [16 … 512], log-scaled) stays in the importances.
+    if isinstance(dist, IntDistribution):
         return IntDistribution(min(0, dist.low), dist.high)
-    if isinstance(dist, FloatDistribution) and not dist.log:
+    if isinstance(dist, FloatDistribution):
         return FloatDistribution(min(0.0, dist.low), dist.high)
     return None
 
