@@ -75,9 +75,18 @@ class Heartbeat:
 def beat(storage: optuna.storages.RDBStorage, trial_id: int) -> bool:
     """Record one heartbeat now (one statement, on the worker's one pooled connection); False,
     and a log line, if the database is away. Either outcome counts toward the process's
-    :data:`~hpo.coord.retry.health`."""
+    :data:`~hpo.coord.retry.health`.
+
+    While the main thread holds that connection, the beat goes over a short-lived one of its
+    own (the storage's ``spare_engine``, PostgreSQL only, see
+    :func:`hpo.coord.storage.open_storage`): on a lossy link the main thread's statements
+    follow one another with barely a gap, and a beat queued behind them would starve until
+    other workers took the live trial for dead.
+    """
+    spare = getattr(storage, "spare_engine", None)
+    busy = spare is not None and storage.engine.pool.checkedout() > 0
     try:
-        with storage.engine.connect() as conn:
+        with (spare if busy else storage.engine).connect() as conn:
             tables.beat(conn.execution_options(isolation_level="AUTOCOMMIT"), trial_id)
     except Exception as err:
         if retry.is_link_failure(err):

@@ -188,7 +188,9 @@ def open_storage(url: str, create: bool = True, role: str = "hpo") -> RetryingSt
     On PostgreSQL the storage holds **one** connection (``pool_size=1, max_overflow=0``), which
     its heartbeat thread and the :class:`~hpo.coord.lock.StudyLock` share, so a worker costs the
     server one connection and 64 workers fit in the default ``max_connections`` of 100 (more go
-    through PgBouncer: see the module docs for the connection settings that allows).
+    through PgBouncer: see the module docs for the connection settings that allows). A beat
+    due while the main thread holds that connection opens one of its own for that beat only
+    (``storage.spare_engine``, unpooled; :func:`hpo.coord.heartbeat.beat`).
     ``role`` names the process in ``pg_stat_activity`` (``application_name``).
 
     Raises:
@@ -264,6 +266,13 @@ def _open_single(url: str, engine_kwargs: dict, create: bool) -> RetryingStorage
         url, engine_kwargs, skip_compatibility_check=True, skip_table_creation=True
     )
     sqlalchemy.event.listen(storage.engine, "connect", _server_link)
+    spare = sqlalchemy.create_engine(
+        storage.engine.url,
+        poolclass=sqlalchemy.pool.NullPool,
+        connect_args=engine_kwargs.get("connect_args", {}),
+    )
+    sqlalchemy.event.listen(spare, "connect", _server_link)
+    storage.spare_engine = spare  # type: ignore[attr-defined]
     storage.engine.dispose()  # Optuna's set-up connected before the listener was there
     current, head = storage.get_current_version(), storage.get_head_version()
     if current != head:
