@@ -20,6 +20,13 @@ On PostgreSQL, every connection is set up to work unchanged behind a transaction
   within about ten seconds rather than after the system's two hours. Behind a pooler these
   land on the pooler's own server connections, where they are harmless; the pooler's links to
   its clients are its own settings (README, "Many workers").
+- limits on every transaction (:data:`TRANSACTION_LIMITS`, ``set_config(…, true)``, i.e.
+  ``SET LOCAL``, as the transaction's first statement): the server ends a transaction whose
+  client went quiet in the middle of it, and the row locks it held go with it (a trial's row
+  while Optuna tells its result: until then no other worker may take that trial for dead).
+  Per transaction, not per session, because behind a transaction pooler a session's settings
+  land on whichever server connection ran that one statement, and the server session of a
+  vanished client is the pooler's, alive and well. It costs one round trip per transaction.
 """
 
 from __future__ import annotations
@@ -57,6 +64,13 @@ SERVER_LINK = {
     "tcp_keepalives_interval": "2",
     "tcp_keepalives_count": "3",
     "tcp_user_timeout": "10000",
+}
+#: Every transaction's own limits (the study's critical section sets tighter ones,
+#: :data:`hpo.coord.lock.LIMITS`). hpo's transactions last milliseconds; a lock wait given up
+#: is retried (:mod:`hpo.coord.retry`).
+TRANSACTION_LIMITS = {
+    "idle_in_transaction_session_timeout": "10s",
+    "lock_timeout": "10s",
 }
 SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg", "mysql", "mysql+pymysql")
 SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
@@ -266,6 +280,7 @@ def _open_single(url: str, engine_kwargs: dict, create: bool) -> RetryingStorage
         url, engine_kwargs, skip_compatibility_check=True, skip_table_creation=True
     )
     sqlalchemy.event.listen(storage.engine, "connect", _server_link)
+    sqlalchemy.event.listen(storage.engine, "begin", _transaction_limits)
     spare = sqlalchemy.create_engine(
         storage.engine.url,
         poolclass=sqlalchemy.pool.NullPool,
@@ -294,6 +309,20 @@ def _server_link(dbapi_connection: object, _record: object) -> None:
     with dbapi_connection.cursor() as cursor:  # type: ignore[attr-defined]
         cursor.execute(_SET_SERVER_LINK)
     dbapi_connection.commit()  # type: ignore[attr-defined]
+
+
+_SET_TRANSACTION_LIMITS = "SELECT " + ", ".join(
+    f"set_config('{k}', '{v}', true)" for k, v in TRANSACTION_LIMITS.items()
+)
+
+
+def _transaction_limits(connection: sqlalchemy.Connection) -> None:
+    """The transaction's first statement: :data:`TRANSACTION_LIMITS` (see module docs)."""
+    dbapi_connection = connection.connection.dbapi_connection
+    if dbapi_connection is None or dbapi_connection.autocommit:  # one statement: no idle time
+        return
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute(_SET_TRANSACTION_LIMITS)
 
 
 def _no_fsync_per_commit(engine: sqlalchemy.Engine) -> None:
