@@ -127,6 +127,7 @@ def test_partition_past_grace(fleet) -> None:
     finish(f)
     result = check(f.study(), GRID, f, grid_size=GRID)
     assert result.reaped >= 1, result  # h1's trials were taken for dead and run again
+    print(f"partition of h1 for 20 s: {result}")
 
 
 @pytest.mark.parametrize("route", [BOUNCER])
@@ -175,8 +176,9 @@ def test_lock_holder_cut(fleet, route: str) -> None:
     finally:
         watch.close()
     finish(f)
-    check(f.study(), GRID, f, grid_size=GRID)
+    result = check(f.study(), GRID, f, grid_size=GRID)
     assert during >= 4, f"only {during} trials finished while {host}, the lock holder, was cut"
+    print(f"lock holder {host} cut for 30 s: {during} trials finished meanwhile; {result}")
 
 
 @pytest.mark.parametrize("route", [BOUNCER])
@@ -190,12 +192,20 @@ def test_database_unreachable_hosts_back_one_by_one(fleet, route: str) -> None:
     for host in hosts:
         f.bed.cut(host)
     time.sleep(30)
+    before, healed, resumed = done(f), time.monotonic(), None
     for host in hosts:
         f.bed.heal(host)
-        time.sleep(5)
+        until = time.monotonic() + 5
+        while time.monotonic() < until:  # the first trial finished after the first heal
+            if resumed is None and done(f) > before:
+                resumed = time.monotonic() - healed
+            time.sleep(0.2)
+    if resumed is None:
+        resumed = 15 + wait_for(lambda: done(f) > before, 120, "a trial done", every=0.2)
     finish(f)
     result = check(f.study(), GRID, f, grid_size=GRID)
     assert result.reaped == 0 and result.dropped == 0, result
+    print(f"database away 30 s: a trial done {resumed:.1f}s after the first heal; {result}")
 
 
 @pytest.mark.parametrize("route", [DIRECT])
