@@ -321,8 +321,21 @@ def _transaction_limits(connection: sqlalchemy.Connection) -> None:
     dbapi_connection = connection.connection.dbapi_connection
     if dbapi_connection is None or dbapi_connection.autocommit:  # one statement: no idle time
         return
-    with dbapi_connection.cursor() as cursor:
-        cursor.execute(_SET_TRANSACTION_LIMITS)
+    try:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(_SET_TRANSACTION_LIMITS)
+    except Exception as err:  # SQLAlchemy wraps the driver's errors only in its own calls
+        lost = connection.dialect.is_disconnect(err, dbapi_connection, None)
+        if lost:
+            connection.invalidate(err)  # the pool drops it, instead of failing to reset it
+        raise sqlalchemy.exc.DBAPIError.instance(
+            _SET_TRANSACTION_LIMITS,
+            None,
+            err,
+            Exception,
+            connection_invalidated=lost,
+            dialect=connection.dialect,
+        ) from err
 
 
 def _no_fsync_per_commit(engine: sqlalchemy.Engine) -> None:
