@@ -135,7 +135,7 @@ def test_partition_past_grace(fleet) -> None:
     watch = Watch(database(f))
     try:
         steady(f)
-        wait_for(mid_trial(f, "h1"), 120, "h1's workers mid-trial")
+        wait_for(mid_trial(f, "h1"), 300, "h1's workers mid-trial")
         cut_at(f.bed, watch, "h1", holding=False)
         cut = time.monotonic()
         time.sleep(20)
@@ -207,7 +207,7 @@ def test_database_unreachable_hosts_back_one_by_one(fleet, route: str) -> None:
     trial is reaped, nothing is dropped."""
     f = fleet(route)
     f.start()
-    wait_for(lambda: all("started" in w.text() for w in f.workers), 120, "every worker mid-trial")
+    wait_for(lambda: all("started" in w.text() for w in f.workers), 300, "every worker mid-trial")
     hosts = ("h1", "h2", "h3")
     for host in hosts:
         f.bed.cut(host)
@@ -247,7 +247,7 @@ def test_power_off_mid_trial(fleet, route: str) -> None:
     f = fleet(route)
     f.start()
     steady(f)
-    wait_for(mid_trial(f, "h1"), 120, "h1's workers mid-trial")
+    wait_for(mid_trial(f, "h1"), 300, "h1's workers mid-trial")
     f.power_off("h1")
     off = time.monotonic()
 
