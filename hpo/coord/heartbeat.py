@@ -8,12 +8,12 @@ database time) every ``interval`` seconds, and :func:`stale_trials` finds RUNNIN
 last beat is older than the grace period (:data:`GRACE_BEATS` intervals). Because the beats are
 Optuna's, the dashboard and Optuna's own tools see the same thing.
 
-A beat is one statement (an upsert of that row) on the worker's one pooled connection; a claim
-records a trial's first beat in the same transaction that creates it, so a trial is never
-without one. A PostgreSQL restart silences every worker at once; the grace period is counted
-from the restart, not from the last beat before it. A network outage does too, without a
-restart to see: that is what :meth:`hpo.coord.retry.Health.steady` is for (see
-:mod:`hpo.coord.recovery`).
+A beat is one statement (an upsert of that row), on PostgreSQL over a short-lived connection of
+its own (see :func:`beat`); a claim records a trial's first beat in the same transaction that
+creates it, so a trial is never without one. A PostgreSQL restart silences every worker at
+once; the grace period is counted from the restart, not from the last beat before it. A
+network outage does too, without a restart to see: that is what
+:meth:`hpo.coord.retry.Health.steady` is for (see :mod:`hpo.coord.recovery`).
 """
 
 from __future__ import annotations
@@ -73,20 +73,20 @@ class Heartbeat:
 
 
 def beat(storage: optuna.storages.RDBStorage, trial_id: int) -> bool:
-    """Record one heartbeat now (one statement, on the worker's one pooled connection); False,
-    and a log line, if the database is away. Either outcome counts toward the process's
+    """Record one heartbeat now (one statement); False, and a log line, if the database is
+    away. Either outcome counts toward the process's
     :data:`~hpo.coord.retry.health`.
 
-    While the main thread holds that connection, the beat goes over a short-lived one of its
-    own (the storage's ``spare_engine``, PostgreSQL only, see
-    :func:`hpo.coord.storage.open_storage`): on a lossy link the main thread's statements
-    follow one another with barely a gap, and a beat queued behind them would starve until
-    other workers took the live trial for dead.
+    On PostgreSQL each beat goes over a short-lived connection of its own (the storage's
+    ``spare_engine``, see :func:`hpo.coord.storage.open_storage`), not the worker's one pooled
+    connection: on a lossy link the main thread's statements follow one another with barely a
+    gap and keep that connection, and a beat queued behind them starved until other workers
+    took the live trial for dead (the bed's 20% loss test; it still happened when the own
+    connection was used only while the main thread held the pooled one).
     """
     spare = getattr(storage, "spare_engine", None)
-    busy = spare is not None and storage.engine.pool.checkedout() > 0
     try:
-        with (spare if busy else storage.engine).connect() as conn:
+        with (spare or storage.engine).connect() as conn:
             tables.beat(conn.execution_options(isolation_level="AUTOCOMMIT"), trial_id)
     except Exception as err:
         if retry.is_link_failure(err):

@@ -202,9 +202,10 @@ def open_storage(url: str, create: bool = True, role: str = "hpo") -> RetryingSt
     On PostgreSQL the storage holds **one** connection (``pool_size=1, max_overflow=0``), which
     its heartbeat thread and the :class:`~hpo.coord.lock.StudyLock` share, so a worker costs the
     server one connection and 64 workers fit in the default ``max_connections`` of 100 (more go
-    through PgBouncer: see the module docs for the connection settings that allows). A beat
-    due while the main thread holds that connection opens one of its own for that beat only
-    (``storage.spare_engine``, unpooled; :func:`hpo.coord.heartbeat.beat`).
+    through PgBouncer: see the module docs for the connection settings that allows). Each
+    heartbeat opens a connection of its own for that one statement (``storage.spare_engine``,
+    unpooled; :func:`hpo.coord.heartbeat.beat`), so a worker holds a second connection for a
+    few milliseconds a beat.
     ``role`` names the process in ``pg_stat_activity`` (``application_name``).
 
     Raises:
