@@ -140,7 +140,7 @@ def work(
     while not shutdown.requested:
         reap = time.monotonic() - reaped_at >= interval  # stale trials: once a beat is enough
         reaped_at = time.monotonic() if reap else reaped_at
-        claimed = claim(study, spec, storage, lock, reap=reap)
+        claimed = claim(study, spec, storage, lock, reap=reap, beat_every=interval)
         if claimed is DONE:
             break
         if claimed is WAIT:
