@@ -8,9 +8,9 @@ database time) every ``interval`` seconds, and :func:`stale_trials` finds RUNNIN
 last beat is older than the grace period (:data:`GRACE_BEATS` intervals). Because the beats are
 Optuna's, the dashboard and Optuna's own tools see the same thing.
 
-A beat is one statement (an upsert of that row), on PostgreSQL over a short-lived connection of
-its own (see :func:`beat`); a claim records a trial's first beat in the same transaction that
-creates it, so a trial is never without one. A PostgreSQL restart silences every worker at
+A beat is one statement (an upsert of that row), on PostgreSQL over a connection of its own
+(see :func:`beat`); a claim records a trial's first beat in the same transaction that creates
+it, so a trial is never without one. A PostgreSQL restart silences every worker at
 once; the grace period is counted from the restart, not from the last beat before it. A
 network outage does too, without a restart to see: that is what
 :meth:`hpo.coord.retry.Health.steady` is for (see :mod:`hpo.coord.recovery`).
@@ -77,12 +77,12 @@ def beat(storage: optuna.storages.RDBStorage, trial_id: int) -> bool:
     away. Either outcome counts toward the process's
     :data:`~hpo.coord.retry.health`.
 
-    On PostgreSQL each beat goes over a short-lived connection of its own (the storage's
-    ``spare_engine``, see :func:`hpo.coord.storage.open_storage`), not the worker's one pooled
-    connection: on a lossy link the main thread's statements follow one another with barely a
-    gap and keep that connection, and a beat queued behind them starved until other workers
-    took the live trial for dead (the bed's 20% loss test; it still happened when the own
-    connection was used only while the main thread held the pooled one).
+    On PostgreSQL the beats have a connection of their own (the storage's ``spare_engine``, see
+    :func:`hpo.coord.storage.open_storage`), not the worker's one pooled connection: on a lossy
+    link the main thread's statements follow one another with barely a gap and keep that
+    connection, and a beat queued behind them starved until other workers took the live trial
+    for dead (the bed's 20% loss test). A new connection per beat was not enough there either:
+    its handshake often outlasted the 5 s ``connect_timeout`` on that link.
     """
     spare = getattr(storage, "spare_engine", None)
     try:

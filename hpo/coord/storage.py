@@ -202,10 +202,9 @@ def open_storage(url: str, create: bool = True, role: str = "hpo") -> RetryingSt
     On PostgreSQL the storage holds **one** connection (``pool_size=1, max_overflow=0``), which
     its heartbeat thread and the :class:`~hpo.coord.lock.StudyLock` share, so a worker costs the
     server one connection and 64 workers fit in the default ``max_connections`` of 100 (more go
-    through PgBouncer: see the module docs for the connection settings that allows). Each
-    heartbeat opens a connection of its own for that one statement (``storage.spare_engine``,
-    unpooled; :func:`hpo.coord.heartbeat.beat`), so a worker holds a second connection for a
-    few milliseconds a beat.
+    through PgBouncer: see the module docs for the connection settings that allows). Its
+    heartbeats have a second connection of their own (``storage.spare_engine``, opened at the
+    first beat; :func:`hpo.coord.heartbeat.beat`), so a running worker costs the server two.
     ``role`` names the process in ``pg_stat_activity`` (``application_name``).
 
     Raises:
@@ -284,7 +283,9 @@ def _open_single(url: str, engine_kwargs: dict, create: bool) -> RetryingStorage
     sqlalchemy.event.listen(storage.engine, "begin", _transaction_limits)
     spare = sqlalchemy.create_engine(
         storage.engine.url,
-        poolclass=sqlalchemy.pool.NullPool,
+        pool_size=1,
+        max_overflow=0,
+        pool_timeout=POOL_TIMEOUT,
         connect_args=engine_kwargs.get("connect_args", {}),
     )
     sqlalchemy.event.listen(spare, "connect", _server_link)
