@@ -8,14 +8,14 @@ database time) every ``interval`` seconds, and :func:`stale_trials` finds RUNNIN
 last beat is older than the grace period (:data:`GRACE_BEATS` intervals). Because the beats are
 Optuna's, the dashboard and Optuna's own tools see the same thing.
 
-A beat is one statement (an upsert of that row) on the worker's one pooled connection; a claim
-records a trial's first beat in the same transaction that creates it, so a trial is never
-without one. A PostgreSQL restart silences every worker at once; the grace period is counted
-from the restart, not from the last beat before it, plus :data:`RECONNECT_SECONDS`: behind
-PgBouncer some workers reconnect at once and others only after the pooler's login retry
-delay, and the first must not reap the others meanwhile. A network outage does too, without a
-restart to see: that is what :meth:`hpo.coord.retry.Health.steady` is for (see
-:mod:`hpo.coord.recovery`).
+A beat is one statement (an upsert of that row), on PostgreSQL over a connection of its own
+(see :func:`beat`); a claim records a trial's first beat in the same transaction that creates
+it, so a trial is never without one. A PostgreSQL restart silences every worker at once; the
+grace period is counted from the restart, not from the last beat before it, plus
+:data:`RECONNECT_SECONDS`: behind PgBouncer some workers reconnect at once and others only
+after the pooler's login retry delay, and the first must not reap the others meanwhile. A
+network outage does too, without a restart to see: that is what
+:meth:`hpo.coord.retry.Health.steady` is for (see :mod:`hpo.coord.recovery`).
 """
 
 from __future__ import annotations
@@ -79,11 +79,20 @@ class Heartbeat:
 
 
 def beat(storage: optuna.storages.RDBStorage, trial_id: int) -> bool:
-    """Record one heartbeat now (one statement, on the worker's one pooled connection); False,
-    and a log line, if the database is away. Either outcome counts toward the process's
-    :data:`~hpo.coord.retry.health`."""
+    """Record one heartbeat now (one statement); False, and a log line, if the database is
+    away. Either outcome counts toward the process's
+    :data:`~hpo.coord.retry.health`.
+
+    On PostgreSQL the beats have a connection of their own (the storage's ``spare_engine``, see
+    :func:`hpo.coord.storage.open_storage`), not the worker's one pooled connection: on a lossy
+    link the main thread's statements follow one another with barely a gap and keep that
+    connection, and a beat queued behind them starved until other workers took the live trial
+    for dead (the bed's 20% loss test). A new connection per beat was not enough there either:
+    its handshake often outlasted the 5 s ``connect_timeout`` on that link.
+    """
+    spare = getattr(storage, "spare_engine", None)
     try:
-        with storage.engine.connect() as conn:
+        with (spare or storage.engine).connect() as conn:
             tables.beat(conn.execution_options(isolation_level="AUTOCOMMIT"), trial_id)
     except Exception as err:
         if retry.is_link_failure(err):

@@ -20,6 +20,13 @@ On PostgreSQL, every connection is set up to work unchanged behind a transaction
   within about ten seconds rather than after the system's two hours. Behind a pooler these
   land on the pooler's own server connections, where they are harmless; the pooler's links to
   its clients are its own settings (README, "Many workers").
+- limits on every transaction (:data:`TRANSACTION_LIMITS`, ``set_config(…, true)``, i.e.
+  ``SET LOCAL``, as the transaction's first statement): the server ends a transaction whose
+  client went quiet in the middle of it, and the row locks it held go with it (a trial's row
+  while Optuna tells its result: until then no other worker may take that trial for dead).
+  Per transaction, not per session, because behind a transaction pooler a session's settings
+  land on whichever server connection ran that one statement, and the server session of a
+  vanished client is the pooler's, alive and well. It costs one round trip per transaction.
 """
 
 from __future__ import annotations
@@ -57,6 +64,13 @@ SERVER_LINK = {
     "tcp_keepalives_interval": "2",
     "tcp_keepalives_count": "3",
     "tcp_user_timeout": "10000",
+}
+#: Every transaction's own limits (the study's critical section sets tighter ones,
+#: :data:`hpo.coord.lock.LIMITS`). hpo's transactions last milliseconds; a lock wait given up
+#: is retried (:mod:`hpo.coord.retry`).
+TRANSACTION_LIMITS = {
+    "idle_in_transaction_session_timeout": "10s",
+    "lock_timeout": "10s",
 }
 SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg", "mysql", "mysql+pymysql")
 SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
@@ -188,7 +202,9 @@ def open_storage(url: str, create: bool = True, role: str = "hpo") -> RetryingSt
     On PostgreSQL the storage holds **one** connection (``pool_size=1, max_overflow=0``), which
     its heartbeat thread and the :class:`~hpo.coord.lock.StudyLock` share, so a worker costs the
     server one connection and 64 workers fit in the default ``max_connections`` of 100 (more go
-    through PgBouncer: see the module docs for the connection settings that allows).
+    through PgBouncer: see the module docs for the connection settings that allows). Its
+    heartbeats have a second connection of their own (``storage.spare_engine``, opened at the
+    first beat; :func:`hpo.coord.heartbeat.beat`), so a running worker costs the server two.
     ``role`` names the process in ``pg_stat_activity`` (``application_name``).
 
     Raises:
@@ -264,6 +280,16 @@ def _open_single(url: str, engine_kwargs: dict, create: bool) -> RetryingStorage
         url, engine_kwargs, skip_compatibility_check=True, skip_table_creation=True
     )
     sqlalchemy.event.listen(storage.engine, "connect", _server_link)
+    sqlalchemy.event.listen(storage.engine, "begin", _transaction_limits)
+    spare = sqlalchemy.create_engine(
+        storage.engine.url,
+        pool_size=1,
+        max_overflow=0,
+        pool_timeout=POOL_TIMEOUT,
+        connect_args=engine_kwargs.get("connect_args", {}),
+    )
+    sqlalchemy.event.listen(spare, "connect", _server_link)
+    storage.spare_engine = spare  # type: ignore[attr-defined]
     storage.engine.dispose()  # Optuna's set-up connected before the listener was there
     current, head = storage.get_current_version(), storage.get_head_version()
     if current != head:
@@ -285,6 +311,33 @@ def _server_link(dbapi_connection: object, _record: object) -> None:
     with dbapi_connection.cursor() as cursor:  # type: ignore[attr-defined]
         cursor.execute(_SET_SERVER_LINK)
     dbapi_connection.commit()  # type: ignore[attr-defined]
+
+
+_SET_TRANSACTION_LIMITS = "SELECT " + ", ".join(
+    f"set_config('{k}', '{v}', true)" for k, v in TRANSACTION_LIMITS.items()
+)
+
+
+def _transaction_limits(connection: sqlalchemy.Connection) -> None:
+    """The transaction's first statement: :data:`TRANSACTION_LIMITS` (see module docs)."""
+    dbapi_connection = connection.connection.dbapi_connection
+    if dbapi_connection is None or dbapi_connection.autocommit:  # one statement: no idle time
+        return
+    try:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(_SET_TRANSACTION_LIMITS)
+    except Exception as err:  # SQLAlchemy wraps the driver's errors only in its own calls
+        lost = connection.dialect.is_disconnect(err, dbapi_connection, None)
+        if lost:
+            connection.invalidate(err)  # the pool drops it, instead of failing to reset it
+        raise sqlalchemy.exc.DBAPIError.instance(
+            _SET_TRANSACTION_LIMITS,
+            None,
+            err,
+            Exception,
+            connection_invalidated=lost,
+            dialect=connection.dialect,
+        ) from err
 
 
 def _no_fsync_per_commit(engine: sqlalchemy.Engine) -> None:

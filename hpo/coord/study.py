@@ -259,6 +259,7 @@ def claim(
     storage: optuna.storages.RDBStorage,
     lock: StudyLock,
     reap: bool = True,
+    beat_every: float | None = None,
 ) -> optuna.Trial | NoTrial:
     """Start the next trial if the study's budget allows, else say whether to wait or leave.
 
@@ -270,7 +271,9 @@ def claim(
     had reserved instead of reserving another.
 
     ``reap=False`` skips looking for dead workers' trials first (a worker need not look more
-    often than once a heartbeat).
+    often than once a heartbeat). ``beat_every``: the trial beats (every so many seconds) from
+    the claim on, while the sampler runs and the trial is read back, which on a slow link can
+    take longer than the grace period.
     """
     if reap:
         budget = read_budget(study)
@@ -293,7 +296,10 @@ def claim(
     study.sampler = build_sampler(
         spec.sampler.name, spec.sampler.options, spec.sampler.seed, number
     )
-    return _open(study, storage, trial_id)
+    if beat_every is None:
+        return _open(study, storage, trial_id)
+    with heartbeat.Heartbeat(storage, trial_id, beat_every):
+        return _open(study, storage, trial_id)
 
 
 def _reserve(

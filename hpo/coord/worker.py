@@ -140,7 +140,7 @@ def work(
     while not shutdown.requested:
         reap = time.monotonic() - reaped_at >= interval  # stale trials: once a beat is enough
         reaped_at = time.monotonic() if reap else reaped_at
-        claimed = claim(study, spec, storage, lock, reap=reap)
+        claimed = claim(study, spec, storage, lock, reap=reap, beat_every=interval)
         if claimed is DONE:
             break
         if claimed is WAIT:
@@ -234,8 +234,10 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) ->
     trial RUNNING: the caller gives it back, or, if the process is gone, another worker
     retries it once its heartbeat is stale.
     """
-    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     try:
+        # Inside the try: a worker cut off right after its claim may find, once back, that
+        # another worker took the trial for dead before this first write got through.
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         value = objective(trial)
     except optuna.TrialPruned:
         return _tell(study, trial, TrialState.PRUNED)

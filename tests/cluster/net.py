@@ -18,8 +18,8 @@ Faults, as a real network shows them:
   (a machine losing power sends no FIN or RST, so its server-side sessions linger as they
   would), then every process in its namespace is SIGKILLed and the namespace deleted.
 
-Every name is fixed and prefixed ``hpoc-``, so :func:`remove_all` can find and remove what a
-crashed run left behind. Needs root (``CAP_NET_ADMIN``).
+Every name is fixed and prefixed ``hpoc-`` (or ``$HPO_CLUSTER_PREFIX``), so :func:`remove_all`
+can find and remove what a crashed run left behind. Needs root (``CAP_NET_ADMIN``).
 """
 
 from __future__ import annotations
@@ -33,8 +33,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-SUBNET = "10.231.7"  # the bed's private /24
-PREFIX = "hpoc"
+# A second bed can run beside the first (the soak beside the tests) under other names:
+# HPO_CLUSTER_PREFIX=hpos HPO_CLUSTER_SUBNET=10.231.8 (and its own HPO_CLUSTER_DIR).
+SUBNET = os.environ.get("HPO_CLUSTER_SUBNET", "10.231.7")  # the bed's private /24
+PREFIX = os.environ.get("HPO_CLUSTER_PREFIX", "hpoc")
 BRIDGE = f"{PREFIX}-br"
 BRIDGE_ADDR = f"{SUBNET}.1"
 CHAOS_TABLE = "hpoc_chaos"  # the nftables table that holds a machine's packet loss
