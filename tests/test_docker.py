@@ -138,6 +138,8 @@ class Compose:
         )  # fmt: skip
         assert out.returncode == 0, out.stderr
         config = yaml.safe_load(out.stdout)
+        for name in [n for n, s in config["services"].items() if s.get("profiles")]:
+            del config["services"][name]  # not started here (the override's profile)
         for service in config["services"].values():
             assert service["network_mode"] == "host"
             service.pop("ports", None)

@@ -104,30 +104,42 @@ def test_a_stop_propagates_and_leaves_the_trial_to_the_worker(stop):
     assert study.trials[0].state == TrialState.RUNNING  # the worker gives it back
 
 
-def test_a_stop_dropped_by_python_is_delivered_again():
+def unraisable(err: BaseException):
+    """What Python hands ``sys.unraisablehook`` for an exception it drops."""
+    return type("Args", (), dict(exc_type=type(err), exc_value=err, exc_traceback=None,
+                                 err_msg=None, object=None))()  # fmt: skip
+
+
+def test_a_stop_dropped_by_python_is_delivered_again(monkeypatch):
     """A signal landing in a weakref callback or ``__del__`` has its exception dropped by
     Python ("Exception ignored in ..."); the stop must still end the trial, within a moment."""
     import os
     import signal
+    import sys
     import threading
     import time
 
     from hpo.coord.signals import INSIST_SECONDS, Shutdown
 
+    printed = []  # what would be printed as "Exception ignored in ..."
+    monkeypatch.setattr(sys, "unraisablehook", lambda args: printed.append(args.exc_type))
     shutdown = Shutdown()
     dropped = 0
     with shutdown.handling():
+        sys.unraisablehook(unraisable(ValueError()))  # other dropped errors are still printed
         threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGTERM)).start()
         start = time.monotonic()
         with pytest.raises(Interrupted), shutdown.interruptible():
             while time.monotonic() - start < 10:
                 try:
                     time.sleep(0.01)
-                except Interrupted:
+                except Interrupted as stop:
                     if dropped:
                         raise
                     dropped += 1  # as Python does in a weakref callback: the trial goes on
+                    sys.unraisablehook(unraisable(stop))  # ... after printing it, unless quiet
         stopped_after = time.monotonic() - start
     assert dropped == 1
+    assert printed == [ValueError]  # the dropped stop was not: it is no error
     assert shutdown.signal_name == "SIGTERM"
     assert stopped_after < 0.2 + 10 * INSIST_SECONDS  # not the 10 s the trial would run

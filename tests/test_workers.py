@@ -185,10 +185,11 @@ def test_compose_grid_smoke_runs_each_point_once_with_8_workers(
     assert_grid_exactly_once(load(backend.direct, "grid"), 36, workers)
     if backend.name == "postgres":
         assert len(peak) == 10  # all 8 workers were seen connected (+ the two totals) ...
-        assert max(v for k, v in peak.items() if k not in ("all workers", "server")) == 1
-        assert peak["all workers"] <= 8
+        # ... each with at most two: its claims' and results', and its heartbeat's own
+        assert max(v for k, v in peak.items() if k not in ("all workers", "server")) <= 2
+        assert peak["all workers"] <= 16
     elif backend.name == "pgbouncer":  # the pooler's server connections, whoever they serve
-        assert 1 <= peak["server"] <= min(8, PGBOUNCER_POOL)
+        assert 1 <= peak["server"] <= min(16, PGBOUNCER_POOL)
 
 
 def _peak_connections(backend: Backend, workers: Workers) -> collections.Counter:

@@ -13,6 +13,7 @@ SIGTERM in eight was lost that way during training, and the trial then ran to it
 first signal insists: until :class:`Interrupted` has left the interruptible block, a watcher
 thread re-delivers it every :data:`INSIST_SECONDS` (as ``SIGUSR2``, handled only while
 :meth:`Shutdown.handling` is active), and the next bytecode outside such a callback raises it.
+The dropped one is not printed ("Exception ignored in ..." with a traceback): it is no error.
 
 A second signal raises ``KeyboardInterrupt`` wherever the worker is: quit now; the trial's
 heartbeat stops and another worker retries it after the grace period.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -73,11 +75,19 @@ class Shutdown:
             return
         previous = {sig: signal.signal(sig, self._on_signal) for sig in SIGNALS}
         previous[INSIST_SIGNAL] = signal.signal(INSIST_SIGNAL, self._on_insist)
+        unraisable = sys.unraisablehook
+
+        def quiet(args: sys.UnraisableHookArgs) -> None:  # a dropped stop is delivered again
+            if not isinstance(args.exc_value, Interrupted):
+                unraisable(args)
+
+        sys.unraisablehook = quiet
         try:
             yield self
         finally:
             if self._insister is not None:  # done within INSIST_SECONDS: nothing is armed now
                 self._insister.join()
+            sys.unraisablehook = unraisable
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
