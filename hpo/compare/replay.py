@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 
 from hpo.compare.trace import Trace, TrialRecord, epochs_of
 from hpo.config.pruners import build_pruner
-from hpo.config.samplers import build_sampler
+from hpo.config.samplers import sampler_for_trial
 from hpo.config.spec import PrunerSpec, StudySpec
 from hpo.config.suggest import suggest
 from hpo.coord.study import RETRIED_ATTR
@@ -154,9 +154,7 @@ def replay_study(
     spent = {"trials": 0.0, "epochs": 0.0, "seconds": 0.0}
     number = 0
     while number < n_points if n_points is not None else spent[unit] < budget:
-        fresh = build_sampler(sampler, options, sampler_seed, number)
-        _keep_search_space_cache(study.sampler, fresh)
-        study.sampler = fresh
+        study.sampler = sampler_for_trial(study.sampler, sampler, options, sampler_seed, number)
         trial = study.ask()
         suggest(trial, spec.space)
         entry = record.lookup(trial.params)
@@ -181,21 +179,6 @@ def replay_study(
             study.tell(trial, state=state)
         number += 1
     return study
-
-
-def _keep_search_space_cache(
-    old: optuna.samplers.BaseSampler, new: optuna.samplers.BaseSampler
-) -> None:
-    """Speed only: hand TPE's incremental search-space cache to the reseeded sampler.
-
-    Rebuilding the sampler per trial (as workers do, to seed each trial) would otherwise make
-    TPE recompute the intersection of every past trial's space from scratch, which is most of a
-    replay's time. The cache holds no randomness; the suggestions are the same either way.
-    """
-    old = getattr(old, "inner", old)  # suggest() wraps the sampler for ordinal lists
-    cache = getattr(old, "_search_space", None)
-    if type(old) is type(new) and cache is not None and hasattr(new, "_search_space"):
-        new._search_space = cache
 
 
 def trace_of(study: optuna.Study, arm: str, seed: int, sampler_seed: int | None) -> Trace:

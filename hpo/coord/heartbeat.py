@@ -48,14 +48,22 @@ def grace_seconds(interval: float) -> float:
 
 class Heartbeat:
     """Beats for one trial in a background thread, from the start of the ``with`` block (the
-    first beat at once) to its end.
+    first beat at once, or after one interval with ``beat_now=False``: for a trial whose claim
+    has just recorded its beat) to its end.
 
     A failed beat (the database is away) is logged and the next one is the retry: the thread
     never blocks the trial and never outlives it by more than one beat.
     """
 
-    def __init__(self, storage: optuna.storages.RDBStorage, trial_id: int, interval: float) -> None:
+    def __init__(
+        self,
+        storage: optuna.storages.RDBStorage,
+        trial_id: int,
+        interval: float,
+        beat_now: bool = True,
+    ) -> None:
         self._storage, self._trial_id, self._interval = storage, trial_id, interval
+        self._beat_now = beat_now
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{trial_id}", daemon=True)
 
@@ -73,7 +81,8 @@ class Heartbeat:
         self._thread.join(timeout=1.0)  # a beat stuck on a dead connection is left to finish
 
     def _run(self) -> None:
-        beat(self._storage, self._trial_id)
+        if self._beat_now:
+            beat(self._storage, self._trial_id)
         while not self._stop.wait(self._interval):
             beat(self._storage, self._trial_id)
 

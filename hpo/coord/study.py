@@ -23,8 +23,9 @@ import enum
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -32,7 +33,7 @@ from sqlalchemy import orm
 
 from hpo.config.pruners import build_pruner
 from hpo.config.repeats import grid_trials
-from hpo.config.samplers import build_sampler
+from hpo.config.samplers import build_sampler, sampler_for_trial
 from hpo.config.spec import StudySpec
 from hpo.coord import heartbeat, recovery, tables
 from hpo.coord.lock import StudyLock
@@ -260,6 +261,7 @@ def claim(
     lock: StudyLock,
     reap: bool = True,
     beat_every: float | None = None,
+    attrs: Mapping[str, Any] | None = None,
 ) -> optuna.Trial | NoTrial:
     """Start the next trial if the study's budget allows, else say whether to wait or leave.
 
@@ -273,7 +275,8 @@ def claim(
     ``reap=False`` skips looking for dead workers' trials first (a worker need not look more
     often than once a heartbeat). ``beat_every``: the trial beats (every so many seconds) from
     the claim on, while the sampler runs and the trial is read back, which on a slow link can
-    take longer than the grace period.
+    take longer than the grace period. ``attrs``: user attributes the trial gets in the same
+    transaction (the worker's name), not in one more of its own.
     """
     if reap:
         budget = read_budget(study)
@@ -286,24 +289,24 @@ def claim(
         tries += 1
         if tries > 1 and (mine := tables.running_with(session, sid, CLAIM_ATTR, token)):
             return mine  # an earlier try committed before its connection dropped
-        return _reserve(session, sid, spec.is_grid, token)
+        return _reserve(session, sid, spec.is_grid, token, attrs or {})
 
     sid = study._study_id
     reserved = lock.run(step, what="claiming a trial")
     if isinstance(reserved, NoTrial):
         return reserved
     trial_id, number = reserved
-    study.sampler = build_sampler(
-        spec.sampler.name, spec.sampler.options, spec.sampler.seed, number
+    study.sampler = sampler_for_trial(
+        study.sampler, spec.sampler.name, spec.sampler.options, spec.sampler.seed, number
     )
     if beat_every is None:
-        return _open(study, storage, trial_id)
-    with heartbeat.Heartbeat(storage, trial_id, beat_every):
-        return _open(study, storage, trial_id)
+        return _open(study, trial_id)
+    with heartbeat.Heartbeat(storage, trial_id, beat_every, beat_now=False):  # it just beat
+        return _open(study, trial_id)
 
 
 def _reserve(
-    session: orm.Session, study_id: int, is_grid: bool, token: str
+    session: orm.Session, study_id: int, is_grid: bool, token: str, attrs: Mapping[str, Any]
 ) -> tuple[int, int] | NoTrial:
     budget = _budget(tables.study_attrs(session, study_id, (BUDGET_ATTR, CREATED_ATTR)))
     if budget.expired():
@@ -317,6 +320,8 @@ def _reserve(
         number = counts.counted + counts.waiting + counts.retried
         reserved = tables.start_new(session, study_id, number), number
     tables.set_trial_system_attr(session, reserved[0], CLAIM_ATTR, token)
+    if attrs:
+        tables.set_trial_attrs(session, reserved[0], attrs)
     tables.beat(session, reserved[0])
     return reserved
 
@@ -334,26 +339,28 @@ def count(session: orm.Session, study_id: int) -> Tally:
     )
 
 
-def _open(study: optuna.Study, storage: optuna.storages.RDBStorage, trial_id: int) -> optuna.Trial:
+def _open(study: optuna.Study, trial_id: int) -> optuna.Trial:
     """An ``optuna.Trial`` for a trial reserved in the critical section, as ``Study.ask``
     returns one (which then runs the sampler's ``before_trial`` and relative sampling).
 
     ``Study.ask`` would also bring Optuna's per-process trial cache up to date by reading every
     unfinished trial of the study, each queued grid point included; the cache only needs to
-    learn of this one trial, so it is added alone. Optuna's private cache API is used for that;
+    learn of this one trial (before its first ``suggest_*``), so it is added alone, as the
+    ``Trial`` has just read it. Optuna's private cache API is used for that;
     tests/test_study.py holds it to what ``ask`` does.
     """
     study._thread_local.cached_all_trials = None  # as ask() does: sample from a fresh read
+    trial = optuna.Trial(study, trial_id)
     cache = study._storage
     if isinstance(cache, optuna.storages._CachedStorage):
-        frozen = storage.get_trial(trial_id)
+        frozen = trial._cached_frozen_trial
         with cache._lock:
             if study._study_id in cache._studies:
                 cache._add_trials_to_cache(study._study_id, [frozen])
                 cache._studies[study._study_id].unfinished_trial_ids.add(trial_id)
         if study._study_id not in cache._studies:  # never read yet: read it all, once
             study.get_trials(deepcopy=False)
-    return optuna.Trial(study, trial_id)
+    return trial
 
 
 def give_back(

@@ -136,11 +136,12 @@ def work(
     lock = StudyLock(storage, study._study_id)
     interval = read_budget(study).heartbeat_seconds
     summary = WorkerSummary()
+    me = {"worker": f"{socket.gethostname()}:{os.getpid()}"}  # recorded by each claim
     reaped_at = -math.inf
     while not shutdown.requested:
         reap = time.monotonic() - reaped_at >= interval  # stale trials: once a beat is enough
         reaped_at = time.monotonic() if reap else reaped_at
-        claimed = claim(study, spec, storage, lock, reap=reap, beat_every=interval)
+        claimed = claim(study, spec, storage, lock, reap=reap, beat_every=interval, attrs=me)
         if claimed is DONE:
             break
         if claimed is WAIT:
@@ -175,7 +176,9 @@ def _run_claimed(
         with shutdown.interruptible():  # the objective only: never the study's bookkeeping
             return objective(t)
 
-    with Heartbeat(storage, trial._trial_id, interval):
+    # The claim recorded a beat a moment ago, and beat while the trial was read: the next one
+    # is due an interval from now (a beat is a statement and a connection: not one to waste).
+    with Heartbeat(storage, trial._trial_id, interval, beat_now=False):
         try:
             return run_trial(study, trial, interruptible)
         except Interrupted as stop:
@@ -235,9 +238,6 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, objective: Objective) ->
     retries it once its heartbeat is stale.
     """
     try:
-        # Inside the try: a worker cut off right after its claim may find, once back, that
-        # another worker took the trial for dead before this first write got through.
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         value = objective(trial)
     except optuna.TrialPruned:
         return _tell(study, trial, TrialState.PRUNED)
