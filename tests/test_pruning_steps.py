@@ -231,3 +231,10 @@ def test_replay_counts_warmup_as_live_studies_do():
         (0.02, TrialState.COMPLETE, 3),
         (0.03, TrialState.PRUNED, 2),
     ]
+
+
+def test_the_readme_states_the_convention():
+    text = " ".join((REPO / "README.md").read_text().split())
+    assert "hpo reports epoch e as step e" in text
+    assert "`n_warmup_steps = k`: a trial is never pruned during its first k epochs" in text
+    assert "Studies created before this rule keep pruning as they did" in text
