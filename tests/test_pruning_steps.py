@@ -19,6 +19,7 @@ from hpo.config.pruners import PRUNERS, PrunerSpec, as_created, build_pruner, op
 from hpo.config.spec import load_spec, parse_spec
 from hpo.coord.storage import open_storage
 from hpo.coord.study import FINGERPRINT_ATTR, SPEC_ATTR, create_or_load, join
+from hpo.errors import StudyMismatchError
 from hpo.objective import make_objective
 
 REPO = Path(__file__).resolve().parents[1]
@@ -199,6 +200,9 @@ def test_an_old_study_prunes_as_before_and_a_new_one_as_documented(tmp_path):
                 assert [pruned_at(study, GOOD), pruned_at(study, GOOD)] == [None, None]
         assert bad_trial_pruned_at(old_study) == 1  # as before: pruned after epoch 1
         assert bad_trial_pruned_at(new_study) == 2
+    changed = _spec(MEDIAN_1, name="old", space={"depth": 1, "units": 32, "epochs": 3})
+    with pytest.raises(StudyMismatchError, match="differing sections: space\\)"):
+        join(changed, storage, url)  # the pruner's warm-up is not named as a difference
 
 
 def test_replay_counts_warmup_as_live_studies_do():
