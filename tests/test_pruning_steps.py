@@ -12,10 +12,19 @@ from pathlib import Path
 
 import optuna
 import pytest
+from click.testing import CliRunner
 from optuna.trial import TrialState
 
+from hpo.cli import main
 from hpo.compare.replay import Entry, GridRecord, point_key, replay_study
-from hpo.config.pruners import PRUNERS, PrunerSpec, as_created, build_pruner, optuna_options
+from hpo.config.pruners import (
+    PRUNERS,
+    PrunerSpec,
+    as_created,
+    build_pruner,
+    legacy_note,
+    optuna_options,
+)
 from hpo.config.spec import load_spec, parse_spec
 from hpo.coord.storage import open_storage
 from hpo.coord.study import FINGERPRINT_ATTR, SPEC_ATTR, create_or_load, join
@@ -203,6 +212,32 @@ def test_an_old_study_prunes_as_before_and_a_new_one_as_documented(tmp_path):
     changed = _spec(MEDIAN_1, name="old", space={"depth": 1, "units": 32, "epochs": 3})
     with pytest.raises(StudyMismatchError, match="differing sections: space\\)"):
         join(changed, storage, url)  # the pruner's warm-up is not named as a difference
+
+
+def test_hpo_status_says_when_a_study_keeps_the_old_warmup(tmp_path, write_study):
+    path = write_study(
+        '[study]\nname = "old"\n[budget]\nn_trials = 3\n[pruner]\nname = "median"\n'
+        "options = { n_warmup_steps = 1 }\n[space]\nepochs = 2\n"
+    )
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    spec = load_spec(path)
+    study = create_or_load(spec, open_storage(url), url)
+
+    def status() -> str:
+        result = CliRunner().invoke(main, ["status", str(path), "--storage", url])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert "note:" not in status()
+    study.set_user_attr(SPEC_ATTR, _old_resolved(spec))
+    assert "keeps the old count (n_warmup_steps = k allows pruning after epoch k" in status()
+    none = _old_resolved(_spec({"name": "none"}))
+    patient = _old_resolved(_spec({"name": "patient", "options": {"patience": 2}}))
+    wrapped = _old_resolved(
+        _spec({"name": "patient", "options": {"patience": 2}, "wrapped": MEDIAN_1})
+    )
+    assert legacy_note(none) is None and legacy_note(patient) is None
+    assert legacy_note(wrapped) is not None
 
 
 def test_replay_counts_warmup_as_live_studies_do():

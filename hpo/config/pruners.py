@@ -127,3 +127,19 @@ def as_created(spec: PrunerSpec, stored: Mapping[str, Any] | None) -> PrunerSpec
         return spec
     warmup = entry.get("warmup", "legacy")
     return replace(spec, warmup=warmup) if warmup in WARMUPS else spec
+
+
+def legacy_note(stored: Mapping[str, Any] | None) -> str | None:
+    """Why a study's pruner may stop trials an epoch earlier than its file reads today, or
+    ``None``: only for a study created before the warm-up rule whose pruner has a warm-up."""
+    entry = (stored or {}).get("pruner")
+    if not isinstance(entry, Mapping) or "warmup" in entry:
+        return None
+    names = {entry.get("name"), (entry.get("wrapped") or {}).get("name")}
+    if not any(n in PRUNERS and "n_warmup_steps" in option_names(PRUNERS[n]) for n in names):
+        return None
+    return (
+        "pruner: the study was created before hpo counted n_warmup_steps as Optuna's "
+        "documentation does, and keeps the old count (n_warmup_steps = k allows pruning after "
+        "epoch k, not k + 1). A new study.name with the same file counts it the new way."
+    )
