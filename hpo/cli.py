@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from hpo.compare.arms import DEFAULT_ARMS
-from hpo.config.spec import StudySpec, load_spec
+from hpo.config.spec import SPEC_ATTR, StudySpec, load_spec
 from hpo.coord import logs
 from hpo.coord.failures import storage_failure
 from hpo.coord.heartbeat import MAX_INTERVAL, MIN_INTERVAL
@@ -261,15 +261,19 @@ def status(study_file: str, storage: str | None, as_json: bool) -> None:
     Example:
         hpo status studies/quickstart.toml
     """
+    from hpo.config.pruners import legacy_note
     from hpo.coord import results
 
     spec, url = _spec_and_url(study_file, storage)
-    info = results.status(results.open_study(spec, url))
+    study = results.open_study(spec, url)
+    info = results.status(study)
     if as_json:
         click.echo(json.dumps(info, indent=2))
     else:
         click.echo(f"storage: {mask(url)}")
         _print_status(info, spec.metric)
+        if why := legacy_note(study.user_attrs.get(SPEC_ATTR)):
+            click.echo(f"note: {why}")
 
 
 skip_eval_opt = click.option(

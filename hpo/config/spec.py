@@ -115,6 +115,8 @@ class StudySpec:
         if self.train.repeats == 1:  # study files from before repeats keep their fingerprint
             out["train"].pop("repeats")
         out["space"] = {name: _param_dict(p) for name, p in self.space.items()}
+        if out["pruner"]["wrapped"] is not None:  # the outer pruner's warm-up holds for both
+            out["pruner"]["wrapped"].pop("warmup")
         return out
 
     def fingerprint(self) -> str:
@@ -123,11 +125,13 @@ class StudySpec:
         A list's ``kind`` counts only where the file gives it. Left to the default, the kind is
         the one the study was created with (stored in its resolved spec, read back by
         :func:`kinds_as_created`): a study created before numeric lists became ordinal keeps
-        its categorical lists, and its unchanged file still fits it.
+        its categorical lists, and its unchanged file still fits it. The pruner's ``warmup``
+        never counts, for the same reason (:func:`hpo.config.pruners.as_created`).
         """
         data = self.resolved()
         for key in ("storage", "budget", "claims"):
             data.pop(key, None)
+        data["pruner"].pop("warmup")
         for name, param in self.space.items():
             if isinstance(param, Choice) and not param.given:
                 data["space"][name].pop("kind")

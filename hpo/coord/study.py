@@ -31,7 +31,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import orm
 
-from hpo.config.pruners import build_pruner
+from hpo.config.pruners import as_created, build_pruner
 from hpo.config.repeats import grid_trials
 from hpo.config.samplers import build_sampler, sampler_for_trial
 from hpo.config.spec import StudySpec
@@ -119,6 +119,15 @@ def _new_study(spec: StudySpec, storage: optuna.storages.BaseStorage, create: bo
     return optuna.load_study(**kwargs)
 
 
+def _prune_as_created(study: optuna.Study, spec: StudySpec, stored: dict | None) -> None:
+    """Give ``study`` the pruner it was created with: a study created before hpo counted
+    ``n_warmup_steps`` as Optuna's documentation does keeps pruning as it did
+    (:func:`hpo.config.pruners.as_created`)."""
+    pruner = as_created(spec.pruner, stored)
+    if pruner != spec.pruner:
+        study.pruner = build_pruner(pruner)
+
+
 def create_or_load(
     spec: StudySpec,
     storage: optuna.storages.RDBStorage,
@@ -166,6 +175,7 @@ def create_or_load(
             if n_trials is not None:
                 budget = {**attrs[BUDGET_ATTR], "n_trials": n_trials}
                 tables.set_study_attr(session, study_id, BUDGET_ATTR, budget)
+            _prune_as_created(study, spec, attrs.get(SPEC_ATTR))
             return
         budget = {
             "n_trials": n_trials or spec.budget.n_trials,
@@ -207,6 +217,7 @@ def join(spec: StudySpec, storage: optuna.storages.BaseStorage, url: str) -> opt
     if READY_ATTR not in study.user_attrs:
         raise StorageError(f"study {spec.name!r} is still being created; try again shortly")
     check_fingerprint(spec, study.user_attrs)
+    _prune_as_created(study, spec, study.user_attrs.get(SPEC_ATTR))
     return study
 
 
@@ -216,6 +227,8 @@ def check_fingerprint(spec: StudySpec, attrs: dict) -> None:
         return
     ours = spec.resolved()
     theirs = attrs.get(SPEC_ATTR, {})
+    if "warmup" not in theirs.get("pruner", {}):  # stored before the warm-up rule: no difference
+        ours["pruner"].pop("warmup")
     differ = sorted(
         k
         for k in set(ours) | set(theirs)

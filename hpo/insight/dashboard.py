@@ -19,6 +19,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import optuna_dashboard
 
+from hpo.config.pruners import legacy_note
 from hpo.config.spec import SPEC_ATTR, StudySpec, explain
 from hpo.coord.storage import mask, open_storage
 from hpo.errors import HpoError, StorageError
@@ -83,8 +84,9 @@ def serve(
     echo(f"optuna-dashboard for study {spec.name} ({mask(url)}): {page}")
     storage = open_storage(url, create=False)
     stored = storage.get_study_user_attrs(storage.get_study_id_from_name(spec.name))
-    if why := explain(stored.get(SPEC_ATTR)):
-        echo(f"note: {why}")
+    for why in (explain(stored.get(SPEC_ATTR)), legacy_note(stored.get(SPEC_ATTR))):
+        if why:
+            echo(f"note: {why}")
     echo("press Ctrl-C to stop")
     try:
         server.serve_forever()
