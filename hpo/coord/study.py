@@ -23,8 +23,9 @@ import enum
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -124,6 +125,7 @@ def create_or_load(
     url: str,
     n_trials: int | None = None,
     heartbeat_seconds: float | None = None,
+    attrs: Mapping[str, Any] | None = None,
 ) -> optuna.Study:
     """Create the study (enqueueing a grid's points) or load it, checking its fingerprint.
 
@@ -179,6 +181,7 @@ def create_or_load(
             (FINGERPRINT_ATTR, spec.fingerprint()),
             (BUDGET_ATTR, budget),
             (CREATED_ATTR, time.time()),
+            *(attrs or {}).items(),
         ):
             tables.set_study_attr(session, study_id, key, value)
         if spec.is_grid:  # in the same transaction: workers see all the points or none
