@@ -122,9 +122,16 @@ def confirm_spec_of(parent: StudySpec, url: str) -> StudySpec:
     return spec_from_origin(parent, origin)
 
 
-def prepare(parent: StudySpec, url: str, top: int, seeds: int) -> StudySpec:
-    """Create the confirm study of ``parent`` (or find the one already there) and return its
-    spec. Everything is checked before anything is written.
+@dataclass(frozen=True)
+class Plan:
+    """A confirm study to create (``origin`` set) or one already there (``origin`` None)."""
+
+    spec: StudySpec
+    origin: dict[str, Any] | None
+
+
+def plan(parent: StudySpec, url: str, top: int, seeds: int) -> Plan:
+    """Check everything and work out the confirm study of ``parent``; writes nothing.
 
     Raises:
         StorageError: no parent study; StudyMismatchError: the file is not the study's;
@@ -148,7 +155,7 @@ def prepare(parent: StudySpec, url: str, top: int, seeds: int) -> StudySpec:
                 f"{parent.source or 'STUDY_FILE'} --top {origin['top']} --seeds "
                 f"{origin['seeds']}' to resume or read it"
             )
-        return spec_from_origin(parent, origin)
+        return Plan(spec_from_origin(parent, origin), None)
     chosen = top_configurations(study, top)
     spec = confirm_spec(
         parent, [c.params for c in chosen], seeds, fresh_seed(parent.train, used_seeds(study))
@@ -162,5 +169,11 @@ def prepare(parent: StudySpec, url: str, top: int, seeds: int) -> StudySpec:
         "values": [c.value for c in chosen],
         "points": [dict(p) for p in spec.points],
     }
-    create_or_load(spec, storage, url, attrs={CONFIRM_ATTR: origin})
-    return spec
+    return Plan(spec, origin)
+
+
+def create(plan: Plan, url: str) -> None:
+    """Create the planned confirm study, its origin stored with it (nothing if it exists)."""
+    if plan.origin is not None:
+        storage = open_storage(url, create=False, role="hpo confirm")
+        create_or_load(plan.spec, storage, url, extra_attrs={CONFIRM_ATTR: plan.origin})

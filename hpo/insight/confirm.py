@@ -320,7 +320,7 @@ def confirm_study(
             with another ``top``/``seeds``; StorageError, StudyMismatchError,
             DataNotFoundError: as ``hpo run``; HpoError: a worker failed or a signal stopped it.
     """
-    from hpo.coord.confirm import prepare
+    from hpo.coord import confirm
     from hpo.coord.runner import run_study
     from hpo.train import data as data_module
 
@@ -330,9 +330,12 @@ def confirm_study(
         raise ConfirmError(
             f"--seeds must be an integer of at least 2 (an interval needs two), got {seeds!r}"
         )
+    planned = confirm.plan(spec, url, top, seeds)  # checks, writes nothing
     data_module.locate(data_dir)  # a missing dataset must fail before storage is written
-    child = prepare(spec, url, top, seeds)
-    report = run_study(child, url, workers=workers, data_dir=data_dir, threads=threads, echo=echo)
+    confirm.create(planned, url)
+    report = run_study(
+        planned.spec, url, workers=workers, data_dir=data_dir, threads=threads, echo=echo
+    )
     if report.stopped_by:
         raise HpoError(
             f"stopped by {report.stopped_by} after {report.finished_here} trial(s); running "
@@ -347,5 +350,5 @@ def confirm_study(
         error.exit_code = 2 if all(code == 2 for code in failed) else 1
         raise error
     found = read_confirmation(open_study(spec, url), spec.metric)
-    assert found is not None  # prepare() created it
+    assert found is not None  # created above
     return found
