@@ -284,6 +284,28 @@ def test_bad_input_is_one_error_line_with_exit_2_and_writes_nothing(
     assert confirm_name("par") not in optuna.get_all_study_names(url)
 
 
+def test_a_missing_study_or_dataset_fails_cleanly_and_writes_nothing(
+    write_study, tmp_path, monkeypatch
+):
+    db = tmp_path / "none.db"
+    path = str(write_study(small_study(name="par")))
+    result = invoke("confirm", path, "--storage", f"sqlite:///{db}")
+    assert result.exit_code == 2
+    assert result.output.splitlines()[-1].startswith("Error: no study database")
+    assert not db.exists()
+    url = f"sqlite:///{tmp_path}/c.db"
+    path = parent_study(write_study, url)
+    monkeypatch.setenv("HPO_DATA_DIR", str(tmp_path / "nodata"))
+    monkeypatch.setattr("hpo.train.data.DEBIAN_DIR", tmp_path / "no-debian")
+    monkeypatch.setattr(
+        "torchvision.datasets.FashionMNIST",
+        lambda *a, **k: (_ for _ in ()).throw(OSError("offline")),
+    )
+    result = invoke("confirm", path, "--storage", url, "--data-dir", str(tmp_path / "nodata"))
+    assert result.exit_code == 2 and "Fashion-MNIST not found" in result.output
+    assert confirm_name("par") not in optuna.get_all_study_names(url)
+
+
 def test_a_confirm_study_keeps_its_top_and_seeds(write_study, tmp_path):
     url = f"sqlite:///{tmp_path}/c.db"
     path = parent_study(write_study, url)
