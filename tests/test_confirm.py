@@ -346,6 +346,8 @@ def test_best_the_note_and_the_report_say_confirmed(write_study, tmp_path):
     result = invoke("best", path, "--storage", url, "--skip-eval")
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[1].startswith("  not confirmed: under 6 fresh seeds #2's")
+    assert result.output.splitlines()[1].endswith("; this one was not retrained")
+    assert "ahead of the runner-up #1 by +1.00 pp [+1.00, +1.00]" in result.output
     as_json = json.loads(invoke("best", path, "--storage", url, "--skip-eval", "--json").output)
     assert as_json["confirmation"]["verdict"] == CONFIRMED
     assert [c["trial"] for c in as_json["confirmation"]["configs"]] == [2, 1]

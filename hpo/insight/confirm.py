@@ -197,7 +197,8 @@ class Confirmation:
         rank = f"ranks {ranks[best_trial]}" if best_trial in ranks else "was not retrained"
         return (
             f"not confirmed: under {self.seeds} fresh seeds #{winner}'s configuration is best "
-            f"and this one {rank} ({self._difference()}){self._progress()}"
+            f"(ahead of the runner-up #{runner_up} by {self._difference()}); this one {rank}"
+            f"{self._progress()}"
         )
 
     def table(self) -> Table:
