@@ -23,6 +23,7 @@ The API a script uses is exported here and imported lazily, so ``import hpo`` is
     report = hpo.run_study(spec, url, workers=2)      # create or resume, run to the budget
     hpo.run_worker(spec, url)                         # join a study created elsewhere
     hpo.analyze_study(spec, url)                      # figures and the study note
+    hpo.confirm_study(spec, url, top=3, seeds=5)      # retrain the top 3 under 5 fresh seeds
     result = hpo.train_config(hpo.TrainConfig(...), hpo.load_data(spec.data))  # no Optuna
 """
 
@@ -31,7 +32,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from hpo.errors import DataNotFoundError, HpoError, SpecError, StorageError, StudyMismatchError
+from hpo.errors import (
+    ConfirmError,
+    DataNotFoundError,
+    HpoError,
+    SpecError,
+    StorageError,
+    StudyMismatchError,
+)
 
 __version__ = "0.1.0"
 
@@ -54,6 +62,7 @@ _LAZY = {
     "train_config": "hpo.train.trainer",
     "load_data": "hpo.train.data",
     "analyze_study": "hpo.insight.analysis",
+    "confirm_study": "hpo.insight.confirm",
     "write_report": "hpo.insight.report",
     "run_comparison": "hpo.compare.run",
 }
@@ -61,6 +70,7 @@ _LAZY = {
 _RENAMED = {"load_data": "load", "train_config": "train", "write_report": "write"}
 
 __all__ = [
+    "ConfirmError",
     "DataNotFoundError",
     "HpoError",
     "SpecError",

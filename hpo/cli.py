@@ -75,6 +75,8 @@ class _FiniteFloat(click.FloatRange):
 MAX_WORKERS = 256
 MAX_THREADS = 1024
 MAX_TRIALS = 10**9
+MAX_TOP = 1000  # configurations retrained by 'hpo confirm'
+MAX_CONFIRM_SEEDS = 1000  # seeds per configuration, as train.repeats
 
 
 def _spec_and_url(study_file: str, storage: str | None) -> tuple[StudySpec, str]:
@@ -220,7 +222,19 @@ def create(
 @storage_opt
 @data_dir_opt
 @threads_opt
-def worker(study_file: str, storage: str | None, data_dir: str | None, threads: int | None) -> None:
+@click.option(
+    "--confirm",
+    "join_confirm",
+    is_flag=True,
+    help="Join the study's confirm study (<name>.confirm, started by 'hpo confirm') instead.",
+)
+def worker(
+    study_file: str,
+    storage: str | None,
+    data_dir: str | None,
+    threads: int | None,
+    join_confirm: bool,
+) -> None:
     """Join an existing study and run trials until its budget is spent.
 
     Run this on any number of machines against one shared storage. SIGINT/SIGTERM gives the
@@ -229,11 +243,16 @@ def worker(study_file: str, storage: str | None, data_dir: str | None, threads: 
     \b
     Example:
         hpo worker studies/flagship.toml --storage postgresql+psycopg://hpo@db-host/hpo
+        hpo worker studies/flagship.toml --confirm --storage postgresql+psycopg://hpo@db-host/hpo
     """
     from hpo.coord.progress import trial_line
     from hpo.coord.worker import run_worker
 
     spec, url = _spec_and_url(study_file, storage)
+    if join_confirm:
+        from hpo.coord.confirm import confirm_spec_of
+
+        spec = confirm_spec_of(spec, url)
     click.echo(f"worker joining {spec.name} in {mask(url)}")
     logs.configure(logging.INFO)
     summary = run_worker(
@@ -303,17 +322,24 @@ def best(
         hpo best studies/quickstart.toml --json
     """
     from hpo.coord import results
+    from hpo.insight.confirm import read_confirmation
     from hpo.insight.evaluation import evaluate_best, render
 
     spec, url = _spec_and_url(study_file, storage)
     study = results.open_study(spec, url)
     info = results.best(study, spec.metric)
+    confirmation = read_confirmation(study, spec.metric)
     evaluation = None if skip_eval else evaluate_best(study, spec, data_dir, echo=_err)
     if as_json:
         info["evaluation"] = evaluation.to_dict() if evaluation else None
+        info["confirmation"] = confirmation.to_dict() if confirmation else None
+        if confirmation:
+            info["confirmation"]["headline"] = confirmation.headline(info["number"])
         click.echo(json.dumps(info, indent=2))
         return
     click.echo(f"best trial #{info['number']}: {spec.metric} = {info['value']:.4f}")
+    if confirmation:
+        click.echo(f"  {confirmation.headline(info['number'])}")
     for key, value in info["params"].items():
         click.echo(f"  {key} = {value}")
     for key, value in info["metrics"].items():
@@ -348,6 +374,75 @@ def claims(study_file: str, storage: str | None, as_json: bool) -> None:
         click.echo(v.sentence())
         for side in v.sides:
             click.echo(f"  {side.describe()}")
+
+
+@main.command()
+@study_file_arg
+@click.option(
+    "--top",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, MAX_TOP),
+    help="How many of the study's best configurations to retrain.",
+)
+@click.option(
+    "--seeds",
+    default=5,
+    show_default=True,
+    type=click.IntRange(2, MAX_CONFIRM_SEEDS),
+    help="Fresh training seeds per configuration (at least 2: an interval needs two).",
+)
+@workers_opt("Local worker processes (more can join from anywhere: 'hpo worker --confirm').")
+@storage_opt
+@data_dir_opt
+@threads_opt
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def confirm(
+    study_file: str,
+    top: int,
+    seeds: int,
+    workers: int,
+    storage: str | None,
+    data_dir: str | None,
+    threads: int | None,
+    as_json: bool,
+) -> None:
+    """Retrain the study's top configurations under fresh seeds; say if the best is confirmed.
+
+    The retraining is a study of its own, <name>.confirm in the same storage, with every
+    (configuration, seed) pair run once; workers on other machines join it with
+    'hpo worker STUDY_FILE --confirm'. Prints each configuration's mean validation and test
+    accuracy with 95% intervals, and whether the best is distinguishable from the runner-up
+    (paired t-test over seeds). The same command resumes it, or reads it once done.
+
+    \b
+    Example:
+        hpo confirm studies/quickstart.toml --top 3 --seeds 5 --workers 2
+    """
+    from hpo.coord.results import open_study
+    from hpo.insight.analysis import after_run
+    from hpo.insight.confirm import confirm_study
+
+    spec, url = _spec_and_url(study_file, storage)
+    if not as_json:
+        click.echo(f"storage: {mask(url)}")
+    logs.configure(logging.WARNING)
+    found = confirm_study(
+        spec,
+        url,
+        top=top,
+        seeds=seeds,
+        workers=workers,
+        data_dir=data_dir,
+        threads=threads,
+        echo=_err if as_json else click.echo,
+    )
+    after_run(open_study(spec, url), spec, _err)  # the study's note now says it
+    if as_json:
+        click.echo(json.dumps(found.to_dict(), indent=2))
+        return
+    click.echo(found.table().render("text"))
+    click.echo(found.sentence())
 
 
 @main.command()

@@ -40,3 +40,10 @@ class DataNotFoundError(HpoError):
     (checked before anything is written), or the data folder is a file."""
 
     exit_code = 2
+
+
+class ConfirmError(HpoError):
+    """``hpo confirm`` was asked for what the study cannot give: more configurations than it
+    has completed, or another --top/--seeds than its confirm study was created with."""
+
+    exit_code = 2

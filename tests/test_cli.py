@@ -22,6 +22,8 @@ COMMANDS = [
     "analyze",
     "report",
     "compare",
+    "claims",
+    "confirm",
 ]
 
 
@@ -52,7 +54,7 @@ BAD_FILES = {
 
 
 @pytest.mark.parametrize("text", BAD_FILES.values(), ids=list(BAD_FILES))
-@pytest.mark.parametrize("command", ["run", "create", "worker", "validate"])
+@pytest.mark.parametrize("command", ["run", "create", "worker", "validate", "confirm"])
 def test_bad_study_file_fails_cleanly_and_writes_nothing(
     tmp_path, monkeypatch, write_study, text, command
 ):

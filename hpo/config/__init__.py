@@ -8,4 +8,6 @@ fixed training settings. Imports Optuna (for distributions and registries) but n
 - ``spec``: study file → :class:`~hpo.config.spec.StudySpec`; ``space``: the search space
 - ``registry`` / ``samplers`` / ``pruners``: name → factory registries
 - ``suggest``: every ``suggest_*`` call, one point of the space drawn through a trial
+- ``claims`` / ``repeats`` / ``confirm``: [[claim]] tables; training seeds per grid point;
+  the spec of a confirm study (top configurations × fresh seeds)
 """

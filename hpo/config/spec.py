@@ -105,6 +105,9 @@ class StudySpec:
     space: dict[str, Param]
     source: str | None = None
     claims: tuple[Claim, ...] = ()  # hypotheses to judge (hpo.config.claims); no effect on trials
+    # A grid given point by point rather than as the space's product: a confirm study's top
+    # configurations (hpo.config.confirm). Never from a study file.
+    points: tuple[dict[str, Any], ...] = ()
 
     def resolved(self) -> dict[str, Any]:
         """The study as plain JSON-able data, every default filled in (claims only if any)."""
@@ -112,6 +115,10 @@ class StudySpec:
         out.pop("source")
         if not self.claims:
             out.pop("claims")
+        if self.points:
+            out["points"] = [dict(p) for p in self.points]
+        else:  # study files (never given points) keep their fingerprint
+            out.pop("points")
         if self.train.repeats == 1:  # study files from before repeats keep their fingerprint
             out["train"].pop("repeats")
         out["space"] = {name: _param_dict(p) for name, p in self.space.items()}
@@ -153,7 +160,10 @@ class StudySpec:
         return self.sampler.name == "grid"
 
     def grid(self) -> list[dict[str, Any]]:
-        """The grid points (searched values only), each once."""
+        """The grid points (searched values only), each once: the given ``points`` if any,
+        else every combination of the space's values."""
+        if self.points:
+            return [dict(p) for p in self.points]
         return grid_points(self.space)
 
 

@@ -11,4 +11,5 @@ status/best/CSV results. Imports :mod:`hpo.config` and :mod:`hpo.objective`, nev
 - ``heartbeat`` / ``recovery`` / ``signals``: liveness, dead workers' trials, SIGINT/SIGTERM
 - ``worker`` / ``runner``: one worker's loop; N local worker processes
 - ``progress`` / ``logs`` / ``results``: progress and log lines; status, best trial, CSV
+- ``confirm``: a study's top configurations, and the confirm study that retrains them
 """

@@ -134,6 +134,7 @@ def create_or_load(
     url: str,
     n_trials: int | None = None,
     heartbeat_seconds: float | None = None,
+    extra_attrs: Mapping[str, Any] | None = None,
 ) -> optuna.Study:
     """Create the study (enqueueing a grid's points) or load it, checking its fingerprint.
 
@@ -141,7 +142,8 @@ def create_or_load(
     budget (to extend a finished study, say). ``heartbeat_seconds`` (default
     :data:`hpo.coord.heartbeat.DEFAULT_INTERVAL`) is how often every worker of the study beats; a
     trial silent for :data:`hpo.coord.heartbeat.GRACE_BEATS` beats is taken for dead and retried. It
-    is fixed when the study is created.
+    is fixed when the study is created. ``extra_attrs``: more study attributes, written in the
+    same transaction when the study is created (a confirm study's origin), ignored on loading.
 
     Raises:
         StudyMismatchError: the stored study came from a different study file.
@@ -190,6 +192,7 @@ def create_or_load(
             (FINGERPRINT_ATTR, spec.fingerprint()),
             (BUDGET_ATTR, budget),
             (CREATED_ATTR, time.time()),
+            *(extra_attrs or {}).items(),
         ):
             tables.set_study_attr(session, study_id, key, value)
         if spec.is_grid:  # in the same transaction: workers see all the points or none

@@ -10,4 +10,5 @@ study note, the HTML report, optuna-dashboard, and the best model's per-class ev
 - ``note``: the study note in named sections, as Markdown or HTML
 - ``analysis`` / ``report`` / ``dashboard``: analyze and save; the HTML report; the dashboard
 - ``evaluation``: the best trial retrained (seeded) and evaluated per class on the test set
+- ``claims`` / ``confirm``: verdicts on the study file's claims; confirmed winners
 """

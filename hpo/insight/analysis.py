@@ -21,6 +21,7 @@ from hpo.config.spec import StudySpec
 from hpo.coord.results import best_trial, open_study
 from hpo.coord.study import check_fingerprint, tally
 from hpo.insight.claims import Verdict, judge_all
+from hpo.insight.confirm import Confirmation, read_confirmation
 from hpo.insight.evaluation import Evaluation, evaluate_best
 from hpo.insight.figures import CONFUSION_ID, all_figures, confusion
 from hpo.insight.findings import Finding, all_findings
@@ -49,6 +50,7 @@ class Analysis:
     evaluation: Evaluation | None
     note: Note
     verdicts: list[Verdict] = field(default_factory=list)  # one per [[claim]] of the study file
+    confirmation: Confirmation | None = None  # its confirm study ('hpo confirm'), if any
 
     def markdown(self) -> str:
         return self.note.markdown()
@@ -69,6 +71,7 @@ def analyze(study: optuna.Study, spec: StudySpec, evaluation: Evaluation | None 
         )
     found = all_findings(rows)
     verdicts = judge_all(spec.claims, rows)
+    confirmation = read_confirmation(study, spec.metric)
     note = build_note(
         study=study.study_name,
         spec=spec,
@@ -78,9 +81,20 @@ def analyze(study: optuna.Study, spec: StudySpec, evaluation: Evaluation | None 
         findings=found,
         evaluation=evaluation,
         verdicts=verdicts,
+        confirmation=confirmation,
     )
     return Analysis(
-        study.study_name, spec, rows, counts, imps, figures, found, evaluation, note, verdicts
+        study.study_name,
+        spec,
+        rows,
+        counts,
+        imps,
+        figures,
+        found,
+        evaluation,
+        note,
+        verdicts,
+        confirmation,
     )
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from hpo.config.spec import StudySpec
 from hpo.insight import questions as q
 from hpo.insight.claims import Verdict
+from hpo.insight.confirm import Confirmation
 from hpo.insight.evaluation import Evaluation, per_class_table
 from hpo.insight.figures import CONFUSION_ID
 from hpo.insight.findings import Finding
@@ -28,6 +29,7 @@ from hpo.tables import Format, Table
 
 FINDINGS_TITLE = "What the data shows"
 CLAIMS_TITLE = "Claims"
+CONFIRM_TITLE = "Confirmed winners"
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,7 @@ def build(
     findings: Sequence[Finding],
     evaluation: Evaluation | None,
     verdicts: Sequence[Verdict] = (),
+    confirmation: Confirmation | None = None,
 ) -> Note:
     """The note of a study from what :func:`hpo.insight.analysis.analyze` computed."""
     summary = Paragraph(
@@ -118,7 +121,7 @@ def build(
     return Note(
         title=f"hpo analysis of {study}",
         summary=(summary,),
-        best=best_section(rows, spec, evaluation),
+        best=best_section(rows, spec, evaluation, confirmation),
         importance=importance_section(importances),
         findings=tuple(finding_section(f) for f in findings),
         claims=claims_section(verdicts) if verdicts else None,
@@ -139,12 +142,24 @@ def claims_section(verdicts: Sequence[Verdict]) -> Section:
     return Section(CLAIMS_TITLE, (intro, Bullets(items)))
 
 
-def best_section(rows: Sequence[Row], spec: StudySpec, evaluation: Evaluation | None) -> Section:
-    """The best trial (with the retrained model's per-class results, if any) and the top five."""
+def best_section(
+    rows: Sequence[Row],
+    spec: StudySpec,
+    evaluation: Evaluation | None,
+    confirmation: Confirmation | None = None,
+) -> Section:
+    """The best trial (with the retrained model's per-class results, if any), what its confirm
+    study says (if it has one), and the top five."""
     best = top(rows, 5, spec.direction == "maximize")
     if not best:
         return Section("Best trial", (Paragraph("No trial has completed yet."),))
     blocks: list[Block] = [Paragraph(f"Trial #{best[0].number}: {describe(best[0], spec.metric)}.")]
+    if confirmation is not None:
+        headline = confirmation.headline(best[0].number)
+        blocks += [
+            Paragraph(f"{CONFIRM_TITLE} ({confirmation.study}): {headline}."),
+            confirmation.table(),
+        ]
     if evaluation is not None:
         blocks += evaluation_blocks(evaluation)
     top_five = Table(
