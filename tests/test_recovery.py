@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 
 from hpo.config.spec import parse_spec
 from hpo.coord import retry
+from hpo.coord import worker as worker_module
 from hpo.coord.heartbeat import Heartbeat, beat, stale_trials
 from hpo.coord.lock import StudyLock
 from hpo.coord.logs import MaskPasswords
@@ -315,7 +316,7 @@ def test_a_storage_error_that_reaches_the_trial_gives_it_back(url, caplog):
 
 
 @pytest.mark.parametrize("backend", ["postgres", "pgbouncer"], indirect=True)
-def test_killed_server_connections_fail_no_trial(backend, caplog):
+def test_killed_server_connections_fail_no_trial(backend, caplog, monkeypatch):
     """The server connections under a worker are killed mid-trial and between trials (a
     failover, an administrator, a pooler restart): the storage calls that meet the dead
     connection are retried, and every trial completes; none fails, none is retried."""
@@ -336,14 +337,15 @@ def test_killed_server_connections_fail_no_trial(backend, caplog):
             trial.report(lr, 0)  # the first statement after: on a dead connection
         return lr
 
-    def tell_then_kill(trial, *args, **kwargs):
-        frozen = tell(trial, *args, **kwargs)
+    def tell_then_kill(*args, **kwargs):
+        frozen = tell(*args, **kwargs)
         if frozen.number % 2 == 1:
             with pg_admin() as conn:
                 killed.append(conn.execute(kill, (backend.database,)).fetchone()[0])
         return frozen
 
-    tell, study.tell = study.tell, tell_then_kill
+    tell = worker_module._told  # the worker's tell
+    monkeypatch.setattr(worker_module, "_told", tell_then_kill)
     with caplog.at_level(logging.WARNING, logger="hpo.storage"):
         summary = work(study, spec, storage, objective)
     assert (summary.complete, summary.failed, summary.given_back) == (6, 0, 0)

@@ -21,6 +21,7 @@ from hpo.config.spec import parse_spec
 from hpo.coord.lock import LIMITS, StudyLock
 from hpo.coord.storage import SERVER_LINK, mask, open_storage, resolve_url
 from hpo.coord.study import DONE, WAIT, claim, create_or_load, join, read_budget, tally
+from hpo.coord.worker import run_trial
 from hpo.errors import SpecError, StorageError, StudyMismatchError
 from tests.conftest import REPO
 
@@ -202,6 +203,37 @@ def test_a_claimed_trial_is_an_ask_d_trial(backend):
     assert [t.user_attrs["n"] for t in fresh] == list(range(12))
     assert all(t.value == t.params["lr"] == t.intermediate_values[0] for t in fresh)
     assert all(t.datetime_start <= t.datetime_complete for t in fresh)
+
+
+def test_a_trial_as_the_worker_tells_it_is_the_stored_trial(backend):
+    """The worker's tell skips Optuna's read of the whole trial once told: what it returns
+    (for the progress line and the summary) is the trial as stored, outcome included."""
+    url = backend.url
+    storage = open_storage(url)
+    spec = _spec(sampler="tpe", n_trials=3)
+    study = create_or_load(spec, storage, url)
+    lock = _lock(storage, study)
+
+    def objective(trial):
+        lr = trial.suggest_float("x", 0.0, 1.0)
+        trial.report(lr, 1)
+        trial.set_user_attr("curve", [lr, lr / 2])
+        if trial.number == 1:
+            raise optuna.TrialPruned
+        return lr
+
+    told = []
+    for _ in range(3):
+        trial = claim(study, spec, storage, lock, attrs={"worker": "here:1"})
+        told.append(run_trial(study, trial, objective))
+    stored = optuna.load_study(study_name="s", storage=backend.direct).get_trials()
+    assert [t.state for t in told] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.COMPLETE]
+    for mine, theirs in zip(told, stored, strict=True):
+        for field in ("number", "state", "values", "params", "distributions", "user_attrs"):
+            assert getattr(mine, field) == getattr(theirs, field), field
+        assert mine.intermediate_values == theirs.intermediate_values
+        assert mine.user_attrs["worker"] == "here:1"  # written by the claim
+        assert mine.datetime_complete is not None and mine.duration is not None
 
 
 def test_the_critical_section_is_one_transaction(backend):

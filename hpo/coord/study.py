@@ -324,28 +324,32 @@ def claim(
 def _reserve(
     session: orm.Session, study_id: int, is_grid: bool, token: str, attrs: Mapping[str, Any]
 ) -> tuple[int, int] | NoTrial:
-    budget = _budget(tables.study_attrs(session, study_id, (BUDGET_ATTR, CREATED_ATTR)))
+    counts, stored = count(session, study_id, (BUDGET_ATTR, CREATED_ATTR))
+    budget = _budget(stored)
     if budget.expired():
         return DONE
-    counts = count(session, study_id)
     spent = budget.n_trials is not None and counts.counted >= budget.n_trials
     if spent or (is_grid and counts.waiting == 0):
         return WAIT if counts.running else DONE
     reserved = tables.pop_waiting(session, study_id) if counts.waiting else None
+    new = reserved is None
     if reserved is None:
         number = counts.counted + counts.waiting + counts.retried
         reserved = tables.start_new(session, study_id, number), number
     tables.set_trial_system_attr(session, reserved[0], CLAIM_ATTR, token)
     if attrs:
-        tables.set_trial_attrs(session, reserved[0], attrs)
+        tables.set_trial_attrs(session, reserved[0], attrs, new=new)
     tables.beat(session, reserved[0])
     return reserved
 
 
-def count(session: orm.Session, study_id: int) -> Tally:
-    """The study's :class:`Tally`, counted in SQL (in the critical section)."""
-    states, retried = tables.count_by_state(session, study_id, RETRIED_ATTR)
-    return Tally(
+def count(
+    session: orm.Session, study_id: int, keys: Sequence[str] = ()
+) -> tuple[Tally, dict[str, Any]]:
+    """The study's :class:`Tally`, counted in SQL (in the critical section), and the study's
+    user attributes named in ``keys``, read by the same statement."""
+    states, retried, attrs = tables.count_by_state(session, study_id, RETRIED_ATTR, keys)
+    tally = Tally(
         complete=states.get(TrialState.COMPLETE, 0),
         pruned=states.get(TrialState.PRUNED, 0),
         failed=states.get(TrialState.FAIL, 0) - retried,
@@ -353,6 +357,7 @@ def count(session: orm.Session, study_id: int) -> Tally:
         waiting=states.get(TrialState.WAITING, 0),
         retried=retried,
     )
+    return tally, attrs
 
 
 def _open(study: optuna.Study, trial_id: int) -> optuna.Trial:

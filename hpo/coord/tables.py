@@ -36,15 +36,13 @@ FIXED_PARAMS = "fixed_params"  # Optuna's system attribute for an enqueued trial
 
 
 def count_by_state(
-    session: orm.Session, study_id: int, flag: str
-) -> tuple[dict[TrialState, int], int]:
-    """Trials of the study by state, and how many FAIL trials carry user attribute ``flag``."""
-    rows = session.execute(
-        select(_TRIALS.c.state, func.count())
-        .where(_TRIALS.c.study_id == study_id)
-        .group_by(_TRIALS.c.state)
-    )
-    flagged = session.execute(
+    session: orm.Session, study_id: int, flag: str, keys: Sequence[str] = ()
+) -> tuple[dict[TrialState, int], int, dict[str, Any]]:
+    """Trials of the study by state, how many FAIL trials carry user attribute ``flag``, and
+    the study's user attributes named in ``keys`` (those that exist): one statement, one
+    round trip inside the critical section."""
+    states = list(TrialState)
+    flagged = (
         select(func.count())
         .select_from(_TRIALS.join(_USER, _USER.c.trial_id == _TRIALS.c.trial_id))
         .where(
@@ -52,8 +50,25 @@ def count_by_state(
             _TRIALS.c.state == TrialState.FAIL,
             _USER.c.key == flag,
         )
-    ).scalar_one()
-    return {TrialState[_name(state)]: n for state, n in rows}, flagged
+        .scalar_subquery()
+    )
+    attrs = [
+        select(_STUDY_USER.c.value_json)
+        .where(_STUDY_USER.c.study_id == study_id, _STUDY_USER.c.key == key)
+        .scalar_subquery()
+        for key in keys
+    ]
+    row = session.execute(
+        select(
+            *(func.count().filter(_TRIALS.c.state == state) for state in states),
+            flagged,
+            *attrs,
+        ).where(_TRIALS.c.study_id == study_id)
+    ).one()
+    counts = {state: n for state, n in zip(states, row[: len(states)], strict=True) if n}
+    values = row[len(states) + 1 :]
+    found = {key: json.loads(v) for key, v in zip(keys, values, strict=True) if v is not None}
+    return counts, row[len(states)], found
 
 
 def _name(state: TrialState | str) -> str:
@@ -175,8 +190,15 @@ def finish_running(session: orm.Session, trial_id: int, state: TrialState) -> bo
     return True
 
 
-def set_trial_attrs(session: orm.Session, trial_id: int, attrs: Mapping[str, Any]) -> None:
-    """Set user attributes of a trial (as ``Trial.set_user_attr`` does)."""
+def set_trial_attrs(
+    session: orm.Session, trial_id: int, attrs: Mapping[str, Any], new: bool = False
+) -> None:
+    """Set user attributes of a trial (as ``Trial.set_user_attr`` does); ``new``: the trial
+    was created in this transaction and has none yet (one INSERT)."""
+    if new:
+        rows = [{"trial_id": trial_id, "key": k, "value_json": _js(v)} for k, v in attrs.items()]
+        session.execute(sqlalchemy.insert(_USER), rows)
+        return
     for key, value in attrs.items():
         where = (_USER.c.trial_id == trial_id) & (_USER.c.key == key)
         done = session.execute(sqlalchemy.update(_USER).where(where).values(value_json=_js(value)))

@@ -17,6 +17,8 @@ back to the queue, so it spends no budget and no retry, and the worker carries o
 
 from __future__ import annotations
 
+import copy
+import datetime
 import logging
 import math
 import os
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+from optuna.study._tell import _tell_with_warning
 from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config.spec import StudySpec
@@ -268,13 +271,30 @@ def _tell(
 ) -> FrozenTrial:
     """``study.tell``, tolerating that the trial finished meanwhile (see :func:`_taken_over`)."""
     try:
-        return study.tell(trial, value, state=state)
+        return _told(study, trial, value, state)
     except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as err:
         frozen = _taken_over(study, trial, state)
         if frozen.state == TrialState.RUNNING:  # not a race: the value itself was refused
             trial.set_user_attr(FAILURE_ATTR, f"result refused: {err}"[:500])
             return study.tell(trial, state=TrialState.FAIL)
         return frozen
+
+
+def _told(
+    study: optuna.Study, trial: optuna.Trial, value: float | None, state: TrialState
+) -> FrozenTrial:
+    """``study.tell`` without its second read of the whole trial once told (five queries).
+
+    Optuna's ``Trial`` keeps its frozen copy up to date as the trial runs (params, reports,
+    attributes); the trial as told is that copy with the outcome. ``Study.tell`` is
+    ``_tell_with_warning`` followed by that read; tests/test_study.py holds the result to
+    what ``tell`` returns.
+    """
+    final, values, _ = _tell_with_warning(study, trial, value, state=state)
+    frozen = copy.copy(trial._cached_frozen_trial)
+    frozen.state, frozen.values = final, values
+    frozen.datetime_complete = datetime.datetime.now()
+    return frozen
 
 
 def _taken_over(study: optuna.Study, trial: optuna.Trial, state: TrialState) -> FrozenTrial:
