@@ -20,8 +20,8 @@ from __future__ import annotations
 import copy
 import datetime
 import logging
-import math
 import os
+import random
 import socket
 import time
 import traceback
@@ -140,9 +140,11 @@ def work(
     interval = read_budget(study).heartbeat_seconds
     summary = WorkerSummary()
     me = {"worker": f"{socket.gethostname()}:{os.getpid()}"}  # recorded by each claim
-    reaped_at = -math.inf
+    # Stale trials: once a beat is enough, the first time at a random point of the first beat,
+    # so that a fleet started at once (hundreds of workers) does not look all at once.
+    reaped_at = time.monotonic() - random.uniform(0, interval)
     while not shutdown.requested:
-        reap = time.monotonic() - reaped_at >= interval  # stale trials: once a beat is enough
+        reap = time.monotonic() - reaped_at >= interval
         reaped_at = time.monotonic() if reap else reaped_at
         claimed = claim(study, spec, storage, lock, reap=reap, beat_every=interval, attrs=me)
         if claimed is DONE:
