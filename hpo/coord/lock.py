@@ -61,6 +61,10 @@ class StudyLock:
         self._study_id = study_id
         self._path = sqlite_path(storage.url)
         self._postgres = self._engine.dialect.name == "postgresql"
+        #: Whether the last claim's count saw a RUNNING trial silent past the grace period (or
+        #: never beaten): only then need a worker look for dead workers' trials. Unknown, so
+        #: True, until a claim has counted.
+        self.maybe_dead = True
 
     def run(self, step: Callable[[orm.Session], T], what: str = "") -> T:
         """Run ``step(session)`` in one transaction holding the study; retried as a whole

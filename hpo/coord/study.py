@@ -19,6 +19,7 @@ and come back to the queue, and the study must still reach its budget.
 
 from __future__ import annotations
 
+import datetime
 import enum
 import json
 import time
@@ -289,10 +290,11 @@ def claim(
     had reserved instead of reserving another.
 
     ``reap=False`` skips looking for dead workers' trials first (a worker need not look more
-    often than once a heartbeat). ``beat_every``: the trial beats (every so many seconds) from
-    the claim on, while the sampler runs and the trial is read back, which on a slow link can
-    take longer than the grace period. ``attrs``: user attributes the trial gets in the same
-    transaction (the worker's name), not in one more of its own.
+    often than once a heartbeat, and only when the last claim saw a RUNNING trial silent past
+    the grace period: :attr:`StudyLock.maybe_dead`). ``beat_every``: the trial beats (every
+    so many seconds) from the claim on, while the sampler runs and the trial is read back,
+    which on a slow link can take longer than the grace period. ``attrs``: user attributes
+    the trial gets in the same transaction (the worker's name), not in one more of its own.
     """
     if reap:
         budget = read_budget(study)
@@ -305,7 +307,7 @@ def claim(
         tries += 1
         if tries > 1 and (mine := tables.running_with(session, sid, CLAIM_ATTR, token)):
             return mine  # an earlier try committed before its connection dropped
-        return _reserve(session, sid, spec.is_grid, token, attrs or {})
+        return _reserve(session, lock, sid, spec.is_grid, token, attrs or {})
 
     sid = study._study_id
     reserved = lock.run(step, what="claiming a trial")
@@ -322,19 +324,32 @@ def claim(
 
 
 def _reserve(
-    session: orm.Session, study_id: int, is_grid: bool, token: str, attrs: Mapping[str, Any]
+    session: orm.Session,
+    lock: StudyLock,
+    study_id: int,
+    is_grid: bool,
+    token: str,
+    attrs: Mapping[str, Any],
 ) -> tuple[int, int] | NoTrial:
-    counts, stored = count(session, study_id, (BUDGET_ATTR, CREATED_ATTR))
-    budget = _budget(stored)
+    counts, census = count(session, study_id, (BUDGET_ATTR, CREATED_ATTR))
+    budget = _budget(census.attrs)
+    silent = census.now - datetime.timedelta(seconds=budget.grace_seconds)
+    lock.maybe_dead = census.unbeaten > 0 or (
+        census.oldest_beat is not None and census.oldest_beat < silent
+    )
     if budget.expired():
         return DONE
     spent = budget.n_trials is not None and counts.counted >= budget.n_trials
     if spent or (is_grid and counts.waiting == 0):
         return WAIT if counts.running else DONE
+    number = counts.counted + counts.waiting + counts.retried  # a new trial's
+    if session.get_bind().dialect.name == "postgresql":  # one round trip, not four
+        system = {CLAIM_ATTR: token}
+        popped = counts.waiting and tables.reserve_in_one(session, study_id, None, system, attrs)
+        return popped or tables.reserve_in_one(session, study_id, number, system, attrs)
     reserved = tables.pop_waiting(session, study_id) if counts.waiting else None
     new = reserved is None
     if reserved is None:
-        number = counts.counted + counts.waiting + counts.retried
         reserved = tables.start_new(session, study_id, number), number
     tables.set_trial_system_attr(session, reserved[0], CLAIM_ATTR, token)
     if attrs:
@@ -345,10 +360,11 @@ def _reserve(
 
 def count(
     session: orm.Session, study_id: int, keys: Sequence[str] = ()
-) -> tuple[Tally, dict[str, Any]]:
-    """The study's :class:`Tally`, counted in SQL (in the critical section), and the study's
-    user attributes named in ``keys``, read by the same statement."""
-    states, retried, attrs = tables.count_by_state(session, study_id, RETRIED_ATTR, keys)
+) -> tuple[Tally, tables.Census]:
+    """The study's :class:`Tally`, counted in SQL (in the critical section), and what the same
+    statement read besides (the study's user attributes named in ``keys``, heartbeats)."""
+    census = tables.count_by_state(session, study_id, RETRIED_ATTR, keys)
+    states, retried = census.states, census.flagged
     tally = Tally(
         complete=states.get(TrialState.COMPLETE, 0),
         pruned=states.get(TrialState.PRUNED, 0),
@@ -357,7 +373,7 @@ def count(
         waiting=states.get(TrialState.WAITING, 0),
         retried=retried,
     )
-    return tally, attrs
+    return tally, census
 
 
 def _open(study: optuna.Study, trial_id: int) -> optuna.Trial:

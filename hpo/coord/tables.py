@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy
 from optuna.distributions import json_to_distribution
@@ -35,12 +35,25 @@ _BEATS = models.TrialHeartbeatModel.__table__
 FIXED_PARAMS = "fixed_params"  # Optuna's system attribute for an enqueued trial's params
 
 
+class Census(NamedTuple):
+    """What a claim reads of the study, in one statement (:func:`count_by_state`)."""
+
+    states: dict[TrialState, int]  # trials by state (states with none left out)
+    flagged: int  # FAIL trials carrying the flag
+    attrs: dict[str, Any]  # the study's user attributes asked for (those that exist)
+    now: datetime.datetime  # the database's clock
+    oldest_beat: datetime.datetime | None  # the least recent last beat of a RUNNING trial
+    unbeaten: int  # RUNNING trials without any heartbeat row
+
+
 def count_by_state(
     session: orm.Session, study_id: int, flag: str, keys: Sequence[str] = ()
-) -> tuple[dict[TrialState, int], int, dict[str, Any]]:
-    """Trials of the study by state, how many FAIL trials carry user attribute ``flag``, and
-    the study's user attributes named in ``keys`` (those that exist): one statement, one
-    round trip inside the critical section."""
+) -> Census:
+    """Trials of the study by state, how many FAIL trials carry user attribute ``flag``, the
+    study's user attributes named in ``keys``, and the RUNNING trials' heartbeats (the
+    oldest, and how many have none): one statement, one round trip inside the critical
+    section, and a worker learns from it whether any trial may be dead, without a query of
+    its own every heartbeat."""
     states = list(TrialState)
     flagged = (
         select(func.count())
@@ -58,17 +71,28 @@ def count_by_state(
         .scalar_subquery()
         for key in keys
     ]
+    running = _TRIALS.outerjoin(_BEATS, _BEATS.c.trial_id == _TRIALS.c.trial_id)
+    mine = (_TRIALS.c.study_id == study_id) & (_TRIALS.c.state == TrialState.RUNNING)
+    oldest = select(func.min(_BEATS.c.heartbeat)).select_from(running).where(mine)
+    unbeaten = select(func.count()).select_from(running).where(mine, _BEATS.c.trial_id.is_(None))
     row = session.execute(
         select(
             *(func.count().filter(_TRIALS.c.state == state) for state in states),
             flagged,
+            func.now(),
+            oldest.scalar_subquery(),
+            unbeaten.scalar_subquery(),
             *attrs,
         ).where(_TRIALS.c.study_id == study_id)
     ).one()
-    counts = {state: n for state, n in zip(states, row[: len(states)], strict=True) if n}
-    values = row[len(states) + 1 :]
+    n = len(states)
+    counts = {state: k for state, k in zip(states, row[:n], strict=True) if k}
+    values = row[n + 4 :]
     found = {key: json.loads(v) for key, v in zip(keys, values, strict=True) if v is not None}
-    return counts, row[len(states)], found
+    last = row[n + 2]
+    return Census(
+        counts, row[n], found, naive(row[n + 1]), naive(last) if last else None, row[n + 3]
+    )
 
 
 def _name(state: TrialState | str) -> str:
@@ -128,6 +152,79 @@ def start_new(session: orm.Session, study_id: int, number: int) -> int:
     session.add(trial)
     session.flush()
     return trial.trial_id
+
+
+def reserve_in_one(
+    session: orm.Session,
+    study_id: int,
+    number: int | None,
+    system_attrs: Mapping[str, Any],
+    user_attrs: Mapping[str, Any],
+) -> tuple[int, int] | None:
+    """PostgreSQL: start a trial with its attributes and first heartbeat in one statement.
+
+    ``number`` None: the queued trial with the lowest number (as :func:`pop_waiting`; None if
+    there is none free); else a new trial numbered ``number`` (as :func:`start_new`). The
+    trial's system and user attributes and its heartbeat are written by the same statement
+    (data-modifying ``WITH`` clauses), so a claim holds the study's lock for one round trip
+    where :func:`pop_waiting` or :func:`start_new`, :func:`set_trial_system_attr`,
+    :func:`set_trial_attrs` and :func:`beat` take four: with hundreds of workers queued on
+    that lock, its length is the study's rate. The rows are the ones those functions write.
+    """
+    now = datetime.datetime.now()
+    if number is None:
+        pick = (
+            select(_TRIALS.c.trial_id)
+            .where(_TRIALS.c.study_id == study_id, _TRIALS.c.state == TrialState.WAITING)
+            .order_by(_TRIALS.c.number)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        started = (
+            sqlalchemy.update(_TRIALS)
+            .where(_TRIALS.c.trial_id == pick)
+            .values(state=TrialState.RUNNING, datetime_start=now)
+        )
+    else:
+        started = sqlalchemy.insert(_TRIALS).values(
+            study_id=study_id, number=number, state=TrialState.RUNNING, datetime_start=now
+        )
+    trial = started.returning(_TRIALS.c.trial_id, _TRIALS.c.number).cte("started")
+
+    def rows(attrs: Mapping[str, Any]) -> sqlalchemy.Select:
+        return sqlalchemy.union_all(
+            *(
+                select(
+                    trial.c.trial_id,
+                    sqlalchemy.literal(key, sqlalchemy.String),
+                    sqlalchemy.literal(_js(value), sqlalchemy.Text),
+                )
+                for key, value in attrs.items()
+            )
+        )
+
+    writes = []
+    for i, (table, attrs) in enumerate(((_SYSTEM, system_attrs), (_USER, user_attrs))):
+        if attrs:
+            insert = postgresql.insert(table).from_select(
+                ["trial_id", "key", "value_json"], rows(attrs)
+            )
+            upsert = insert.on_conflict_do_update(
+                index_elements=[table.c.trial_id, table.c.key],
+                set_={"value_json": insert.excluded.value_json},
+            )
+            writes.append(upsert.cte(f"attrs{i}"))
+    beat = postgresql.insert(_BEATS).from_select(
+        ["trial_id", "heartbeat"], select(trial.c.trial_id, func.now())
+    )
+    writes.append(
+        beat.on_conflict_do_update(
+            index_elements=[_BEATS.c.trial_id], set_={"heartbeat": beat.excluded.heartbeat}
+        ).cte("beat")
+    )
+    row = session.execute(select(trial.c.trial_id, trial.c.number).add_cte(*writes)).first()
+    return (row[0], row[1]) if row is not None else None
 
 
 def count_trials(session: orm.Session, study_id: int) -> int:

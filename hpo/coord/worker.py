@@ -144,7 +144,7 @@ def work(
     # so that a fleet started at once (hundreds of workers) does not look all at once.
     reaped_at = time.monotonic() - random.uniform(0, interval)
     while not shutdown.requested:
-        reap = time.monotonic() - reaped_at >= interval
+        reap = lock.maybe_dead and time.monotonic() - reaped_at >= interval
         reaped_at = time.monotonic() if reap else reaped_at
         claimed = claim(study, spec, storage, lock, reap=reap, beat_every=interval, attrs=me)
         if claimed is DONE:
