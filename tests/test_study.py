@@ -20,7 +20,17 @@ from optuna.trial import TrialState
 from hpo.config.spec import parse_spec
 from hpo.coord.lock import LIMITS, StudyLock
 from hpo.coord.storage import SERVER_LINK, mask, open_storage, resolve_url
-from hpo.coord.study import DONE, WAIT, claim, create_or_load, join, read_budget, tally
+from hpo.coord.study import (
+    DONE,
+    WAIT,
+    claim,
+    create_or_load,
+    give_back,
+    join,
+    read_budget,
+    still_waiting,
+    tally,
+)
 from hpo.coord.worker import run_trial
 from hpo.errors import SpecError, StorageError, StudyMismatchError
 from tests.conftest import REPO
@@ -266,6 +276,43 @@ def test_the_critical_section_is_one_transaction(backend):
         )
         with sqlalchemy.create_engine(backend.direct).connect() as conn:
             assert conn.execute(locks).scalar_one() == 0
+
+
+def test_a_waiting_worker_looks_again_without_the_lock(backend):
+    """A worker told to WAIT polls with one statement that takes no lock (it answers while
+    another worker holds the critical section), until a trial comes back or the study ends."""
+    url = backend.url
+    storage = open_storage(url)
+    spec = _spec(n_trials=2)
+    study = create_or_load(spec, storage, url)
+    lock = _lock(storage, study)
+    first, second = claim(study, spec, storage, lock), claim(study, spec, storage, lock)
+    assert claim(study, spec, storage, lock) is WAIT
+    other = open_storage(url)
+    entered, leave = threading.Event(), threading.Event()
+
+    def hold(session):
+        entered.set()
+        leave.wait(10)
+
+    holder = threading.Thread(target=_lock(other, study).run, args=(hold,))
+    holder.start()
+    try:
+        entered.wait(10)
+        started = time.monotonic()
+        assert still_waiting(study, spec, lock)  # two RUNNING trials hold the budget
+        assert time.monotonic() - started < 2  # not queued behind the holder
+    finally:
+        leave.set()
+        holder.join()
+    assert give_back(study, storage, lock, first._trial_id, "test")  # its point comes back
+    assert not still_waiting(study, spec, lock)
+    again = claim(study, spec, storage, lock)
+    assert isinstance(again, optuna.Trial)
+    for trial in (second, again):
+        study.tell(trial, 0.5)
+    assert not still_waiting(study, spec, lock)  # done: the claim says so
+    assert claim(study, spec, storage, lock) is DONE
 
 
 _HOLDER = """

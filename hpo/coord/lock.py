@@ -66,6 +66,16 @@ class StudyLock:
         #: True, until a claim has counted.
         self.maybe_dead = True
 
+    @contextlib.contextmanager
+    def reader(self) -> Iterator[orm.Session]:
+        """A session for reads outside the critical section: no lock, and on PostgreSQL no
+        transaction (autocommit: each statement one round trip)."""
+        with self._engine.connect() as conn:
+            if self._postgres:
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            with orm.Session(bind=conn) as session:
+                yield session
+
     def run(self, step: Callable[[orm.Session], T], what: str = "") -> T:
         """Run ``step(session)`` in one transaction holding the study; retried as a whole
         while the database is away (:func:`hpo.coord.retry.call`)."""

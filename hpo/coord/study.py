@@ -331,17 +331,9 @@ def _reserve(
     token: str,
     attrs: Mapping[str, Any],
 ) -> tuple[int, int] | NoTrial:
-    counts, census = count(session, study_id, (BUDGET_ATTR, CREATED_ATTR))
-    budget = _budget(census.attrs)
-    silent = census.now - datetime.timedelta(seconds=budget.grace_seconds)
-    lock.maybe_dead = census.unbeaten > 0 or (
-        census.oldest_beat is not None and census.oldest_beat < silent
-    )
-    if budget.expired():
-        return DONE
-    spent = budget.n_trials is not None and counts.counted >= budget.n_trials
-    if spent or (is_grid and counts.waiting == 0):
-        return WAIT if counts.running else DONE
+    counts, why_not = _census(session, lock, study_id, is_grid)
+    if why_not is not None:
+        return why_not
     number = counts.counted + counts.waiting + counts.retried  # a new trial's
     if session.get_bind().dialect.name == "postgresql":  # one round trip, not four
         system = {CLAIM_ATTR: token}
@@ -356,6 +348,44 @@ def _reserve(
         tables.set_trial_attrs(session, reserved[0], attrs, new=new)
     tables.beat(session, reserved[0])
     return reserved
+
+
+def _census(
+    session: orm.Session, lock: StudyLock, study_id: int, is_grid: bool
+) -> tuple[Tally, NoTrial | None]:
+    """Count the study and say why a claim would get no trial (None: it would get one).
+
+    Also notes on ``lock`` whether a RUNNING trial has been silent past the grace period
+    (:attr:`StudyLock.maybe_dead`).
+    """
+    counts, census = count(session, study_id, (BUDGET_ATTR, CREATED_ATTR))
+    budget = _budget(census.attrs)
+    silent = census.now - datetime.timedelta(seconds=budget.grace_seconds)
+    lock.maybe_dead = census.unbeaten > 0 or (
+        census.oldest_beat is not None and census.oldest_beat < silent
+    )
+    if budget.expired():
+        return counts, DONE
+    spent = budget.n_trials is not None and counts.counted >= budget.n_trials
+    if spent or (is_grid and counts.waiting == 0):
+        return counts, WAIT if counts.running else DONE
+    return counts, None
+
+
+def still_waiting(study: optuna.Study, spec: StudySpec, lock: StudyLock) -> bool:
+    """Whether a claim would still be told to :data:`WAIT`, read without the study's lock.
+
+    A worker told to wait (the budget is taken by trials running elsewhere) asks this, one
+    statement that locks nothing, until the answer changes (a trial came back to the queue,
+    the study is done) or it is time to look for dead trials (the same statement notes on
+    ``lock`` whether one looks dead: :attr:`StudyLock.maybe_dead`), and only then claims
+    again. Hundreds of waiting workers polling the critical section itself every
+    second would queue on the study's lock in front of the claims and results of the workers
+    still running (the end of every large study).
+    """
+    with lock.reader() as session:
+        _, why_not = _census(session, lock, study._study_id, spec.is_grid)
+    return why_not is WAIT
 
 
 def count(

@@ -48,7 +48,7 @@ from hpo.coord.lock import StudyLock
 from hpo.coord.recovery import FAILURE_ATTR
 from hpo.coord.signals import Interrupted, Shutdown
 from hpo.coord.storage import open_storage, sqlite_path
-from hpo.coord.study import DONE, WAIT, claim, give_back, join, read_budget
+from hpo.coord.study import DONE, WAIT, claim, give_back, join, read_budget, still_waiting
 from hpo.objective import TrialDiverged, make_objective
 from hpo.train import data as data_module
 from hpo.train.device import default_threads, resolve_device
@@ -144,13 +144,17 @@ def work(
     # so that a fleet started at once (hundreds of workers) does not look all at once.
     reaped_at = time.monotonic() - random.uniform(0, interval)
     while not shutdown.requested:
-        reap = lock.maybe_dead and time.monotonic() - reaped_at >= interval
+        reap = _reap_due(lock, reaped_at, interval)
         reaped_at = time.monotonic() if reap else reaped_at
         claimed = claim(study, spec, storage, lock, reap=reap, beat_every=interval, attrs=me)
         if claimed is DONE:
             break
-        if claimed is WAIT:
+        if claimed is WAIT:  # look again without the study's lock until something changed
             shutdown.wait(min(interval, WAIT_SECONDS))
+            while not shutdown.requested and not _reap_due(lock, reaped_at, interval):
+                if not retry.call(still_waiting, study, spec, lock, what="waiting for trials"):
+                    break
+                shutdown.wait(min(interval, WAIT_SECONDS))
             continue
         assert isinstance(claimed, optuna.Trial)
         frozen = _run_claimed(study, storage, lock, claimed, objective, shutdown, interval)
@@ -162,6 +166,12 @@ def work(
             on_trial(frozen)
     summary.stopped_by = shutdown.signal_name
     return summary
+
+
+def _reap_due(lock: StudyLock, reaped_at: float, interval: float) -> bool:
+    """Look for dead workers' trials: at most once a heartbeat interval, and only when the last
+    count of the study saw a RUNNING trial silent past the grace period."""
+    return lock.maybe_dead and time.monotonic() - reaped_at >= interval
 
 
 def _run_claimed(
