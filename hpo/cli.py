@@ -183,15 +183,7 @@ def run(
             f"stopped by {report.stopped_by}: this run finished {report.finished_here} "
             f"trial(s); running trials were given back. Run the same command to resume."
         )
-    failed = [code for code in report.worker_exit_codes if code != 0]
-    if failed:
-        error = HpoError(
-            f"{len(failed)} of {workers} worker(s) stopped (exit codes {failed}) on the error "
-            "above; once it is fixed, the same command resumes the study"
-        )
-        # Workers exit with 2 for what the user can fix (a full disk); anything else is a bug.
-        error.exit_code = 2 if all(code == 2 for code in failed) else 1
-        raise error
+    report.check_workers()
 
 
 @main.command()

@@ -51,6 +51,18 @@ class RunReport:
     finished_here: int = 0
     stopped_by: str | None = None
 
+    def check_workers(self) -> None:
+        """Raise if a worker stopped on an error: exit code 2 when every one of them stopped
+        on what the user can fix (a full disk: workers exit 2), else 1 (a bug)."""
+        failed = [code for code in self.worker_exit_codes if code != 0]
+        if failed:
+            error = HpoError(
+                f"{len(failed)} of {len(self.worker_exit_codes)} worker(s) stopped (exit codes "
+                f"{failed}) on the error above; once it is fixed, the same command resumes"
+            )
+            error.exit_code = 2 if all(code == 2 for code in failed) else 1
+            raise error
+
 
 def create(
     spec: StudySpec, url: str, n_trials: int | None = None, heartbeat_seconds: float | None = None

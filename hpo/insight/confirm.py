@@ -342,14 +342,7 @@ def confirm_study(
             f"stopped by {report.stopped_by} after {report.finished_here} trial(s); running "
             "trials were given back: the same command resumes"
         )
-    failed = [code for code in report.worker_exit_codes if code != 0]
-    if failed:
-        error = HpoError(
-            f"{len(failed)} of {workers} worker(s) stopped (exit codes {failed}); once the "
-            "error above is fixed, the same command resumes"
-        )
-        error.exit_code = 2 if all(code == 2 for code in failed) else 1
-        raise error
+    report.check_workers()
     found = read_confirmation(open_study(spec, url), spec.metric)
     assert found is not None  # created above
     return found
