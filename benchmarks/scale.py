@@ -87,12 +87,14 @@ FINITE = models.TrialValueModel.TrialValueType.FINITE
 FINITE_STEP = models.TrialIntermediateValueModel.TrialIntermediateValueType.FINITE
 
 
-def tpe_spec(n_trials: int) -> StudySpec:
+def scale_spec(n_trials: int, sampler: str = "tpe") -> StudySpec:
+    """The study: TPE, or ``sampler`` (``random`` separates coordination from TPE's own cost,
+    which grows with the trials it reads)."""
     return parse_spec(
         {
             "study": {"name": NAME},
             "budget": {"n_trials": n_trials},
-            "sampler": {"name": "tpe", "seed": 0},
+            "sampler": {"name": sampler, "seed": 0},
             "space": SPACE,
         }
     )
@@ -224,7 +226,7 @@ def prefill(url: str, study_id: int, n: int, seed: int = 0) -> None:
         return
     rng = random.Random(seed)
     probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed))
-    probe.optimize(lambda t: (suggest(t, tpe_spec(1).space), 0.0)[1], n_trials=1)
+    probe.optimize(lambda t: (suggest(t, scale_spec(1).space), 0.0)[1], n_trials=1)
     distributions = probe.trials[0].distributions
     engine = sqlalchemy.create_engine(url)
     now = datetime.datetime.now()
@@ -476,12 +478,12 @@ def _quantile(xs: list[float], q: float) -> float:
 # --- the grid of the issue ------------------------------------------------------------------
 
 
-def template(server: Server, prefilled: int) -> str:
+def template(server: Server, prefilled: int, sampler: str = "tpe") -> str:
     """A database holding the study created by hpo and pre-filled with finished trials."""
     name = server.new()
     url = f"{server.url}/{name}"
     storage = open_storage(url, role="hpo scale")
-    study = create_or_load(tpe_spec(prefilled + 1), storage, url)
+    study = create_or_load(scale_spec(prefilled + 1, sampler), storage, url)
     storage.engine.dispose()
     prefill(url, study._study_id, prefilled)
     return name
@@ -495,13 +497,14 @@ def point(
     workers: int,
     n_trials: int,
     threads: int = 1,
+    sampler: str = "tpe",
 ) -> dict:
     """hpo and plain Optuna on two copies of the template; one table row."""
     row: dict = {"prefilled": prefilled, "workers": workers, "trials": n_trials}
     for kind in ("hpo", "optuna"):
         database = server.new(template=tpl)
         url = f"{front}/{database}"
-        spec = tpe_spec(prefilled + n_trials)
+        spec = scale_spec(prefilled + n_trials, sampler)
         if kind == "hpo":  # the budget: what is already there, plus this run's trials
             storage = open_storage(url, role="hpo scale")
             create_or_load(spec, storage, url, n_trials=prefilled + n_trials)
@@ -580,6 +583,12 @@ def main() -> None:
         "--trials", type=int, default=4, help="trials per worker (at least 64 in all)"
     )
     parser.add_argument("--min-trials", type=int, default=64)
+    parser.add_argument(
+        "--sampler",
+        default="tpe",
+        choices=["tpe", "random"],
+        help="the grid's sampler (random: coordination alone; the swarm's TPE is TPE)",
+    )
     parser.add_argument("--swarm", type=int, default=256, help="workers through PgBouncer; 0: skip")
     parser.add_argument("--swarm-threads", type=int, default=16, help="threads per process")
     parser.add_argument("--swarm-trials", type=int, default=256, help="0: only the grid")
@@ -602,14 +611,16 @@ def main() -> None:
             front = bouncer if args.via_pgbouncer else args.postgres
             rows = []
             for prefilled in args.prefill:
-                tpl = template(server, prefilled)
+                tpl = template(server, prefilled, args.sampler)
                 for workers in args.workers:
                     n = max(args.min_trials, args.trials * workers)
-                    rows.append(point(server, front, tpl, prefilled, workers, n))
+                    rows.append(
+                        point(server, front, tpl, prefilled, workers, n, sampler=args.sampler)
+                    )
                     print(tabulate([_fmt(rows[-1])], tablefmt="plain"), flush=True)
             if rows:
                 via = "through PgBouncer" if args.via_pgbouncer else "PostgreSQL direct"
-                print(f"\n{via}, TPE, 5 parameters:")
+                print(f"\n{via}, {args.sampler}, 5 parameters:")
                 print(tabulate([_fmt(r) for r in rows], HEADERS, tablefmt="github"), flush=True)
             if args.swarm:
                 _swarm(args, server, bouncer)
