@@ -12,7 +12,10 @@ trials back; the script's processes by SIGKILL): only trials finished within the
 clock count. Prints per round and side: trials finished (pruned), the best validation loss
 among complete trials, its validation accuracy and the test accuracy of that chosen trial;
 then the paired difference in best validation loss (hpo - script) with a 95% t interval over
-rounds, and the ratio of trials. Writes ``quality.html`` (best-so-far against wall-clock
+rounds, and the ratio of trials. A second table shows what the pruner and the last-epoch
+metric did: pruned trials by the epochs they ran, and complete trials whose best epoch was not
+their last (with the best loss of any epoch). ``--read-only`` prints the tables again from the
+studies in ``--out``, training nothing. Writes ``quality.html`` (best-so-far against wall-clock
 time, every round) and ``quality.csv`` into ``--out``.
 
     flock /tmp/hpo-cpu.lock .venv/bin/python -m benchmarks.quality \
@@ -34,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +84,12 @@ class Side:
     best_accuracy: float = math.nan
     test_accuracy: float = math.nan
     curve: list[tuple[float, float]] = field(default_factory=list)  # (seconds, best so far)
+    #: Pruned trials by the number of epochs they ran (what the pruner's settings decide).
+    pruned_after: dict[int, int] = field(default_factory=dict)
+    #: Complete trials whose best epoch was not their last, and the best validation loss of
+    #: any epoch of a complete trial (what reporting the best epoch could have chosen).
+    best_not_last: int = 0
+    best_any_epoch: float = math.nan
 
 
 def read(name: str, storage: str, study: str, started: float) -> Side:
@@ -88,6 +98,16 @@ def read(name: str, storage: str, study: str, started: float) -> Side:
     done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     side.finished = len(done)
     side.pruned = sum(t.state == TrialState.PRUNED for t in done)
+    epochs = Counter(len(t.intermediate_values) for t in done if t.state == TrialState.PRUNED)
+    side.pruned_after = dict(sorted(epochs.items()))
+    # Both sides report the validation loss each epoch (hpo as steps 1.., the script 0..).
+    curves = [
+        [t.intermediate_values[k] for k in sorted(t.intermediate_values)]
+        for t in done
+        if t.state == TrialState.COMPLETE and t.intermediate_values
+    ]
+    side.best_not_last = sum(min(c) < c[-1] for c in curves)
+    side.best_any_epoch = min((min(c) for c in curves), default=math.nan)
     best = math.inf
     for t in sorted(done, key=lambda t: t.datetime_complete):
         if t.state == TrialState.COMPLETE and t.value is not None and t.value < best:
@@ -186,13 +206,21 @@ def main() -> None:
     parser.add_argument(
         "--pruner", default="", help="a [pruner] table for hpo's study file (default: hpo's)"
     )
+    parser.add_argument(
+        "--read-only",
+        action="store_true",
+        help="train nothing: read the rounds' studies in --out again and print their tables "
+        "(best-so-far times then count from each side's first trial)",
+    )
     args = parser.parse_args()
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     pruner = args.pruner.replace("\\n", "\n")
     rounds: list[tuple[Side, Side]] = []
-    rows = []
     for r in range(args.rounds):
+        if args.read_only:
+            rounds.append((reread(out, "hpo", r), reread(out, "script", r)))
+            continue
         order = ["hpo", "script"] if r % 2 == 0 else ["script", "hpo"]
         result = {}
         for side in order:
@@ -203,12 +231,35 @@ def main() -> None:
             s, wall = result[side]
             print(f"round {r} {side}: {s.finished} trials ({s.pruned} pruned), best val loss "
                   f"{s.best_loss:.4f}, wall {wall:.0f}s", flush=True)  # fmt: skip
-        pair = (result["hpo"][0], result["script"][0])
-        rounds.append(pair)
+        rounds.append((result["hpo"][0], result["script"][0]))
+    summarise(rounds, out)
+
+
+def reread(out: Path, side: str, round_: int) -> Side:
+    name = f"{side}-r{round_}"
+    storage = f"sqlite:///{out / name}.db"
+    trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+    started = min(t.datetime_start.timestamp() for t in trials if t.datetime_start)
+    return read(side, storage, name, started)
+
+
+def summarise(rounds: list[tuple[Side, Side]], out: Path) -> None:
+    rows = []
+    for r, pair in enumerate(rounds):
         for s in pair:
             rows.append((r, s.name, s.finished, s.pruned, f"{s.best_loss:.4f}",
                          f"{s.best_accuracy:.4f}", f"{s.test_accuracy:.4f}"))  # fmt: skip
     header = ("round", "side", "trials", "pruned", "best val loss", "its val acc", "its test acc")
+    print(Table(header, rows).render("text"))
+    # What the pruner's settings and the last-epoch metric did (issue 19's questions).
+    rows = [
+        (r, s.name, s.pruned, s.pruned_after.get(1, 0),
+         " ".join(f"{k}:{n}" for k, n in s.pruned_after.items()),
+         f"{s.best_not_last}/{s.finished - s.pruned}", f"{s.best_any_epoch:.4f}")
+        for r, pair in enumerate(rounds) for s in pair
+    ]  # fmt: skip
+    header = ("round", "side", "pruned", "after epoch 1", "epochs run: pruned",
+              "complete: best epoch not last", "best val loss, any epoch")  # fmt: skip
     print(Table(header, rows).render("text"))
     diffs = [h.best_loss - s.best_loss for h, s in rounds]
     test_diffs = [h.test_accuracy - s.test_accuracy for h, s in rounds]
