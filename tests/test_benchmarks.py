@@ -65,7 +65,8 @@ def test_gpu_scripts_parse(script):
 
 def test_quality_reads_each_side_the_same_way(tmp_path):
     """benchmarks/quality.py: the best complete trial (not a pruned one), its accuracies, the
-    best-so-far curve in time order, and the paired interval over rounds."""
+    best-so-far curve in time order, where trials were pruned, best epochs that were not the
+    last, and the paired interval over rounds."""
     import datetime
 
     import optuna
@@ -87,7 +88,10 @@ def test_quality_reads_each_side_the_same_way(tmp_path):
                 trial_id=k,
                 state=state,
                 value=value if state == TrialState.COMPLETE else None,
-                intermediate_values={1: value} if value is not None else {},
+                # trial 0's best epoch is its first (0.25), not its last
+                intermediate_values=(
+                    {1: 0.25, 2: value} if k == 0 else {1: value} if value is not None else {}
+                ),
                 params={"x": 0.1 * k},
                 distributions={"x": FloatDistribution(0, 1)},
                 user_attrs={"val_accuracy": 0.8 + k / 100, "test_accuracy": 0.7 + k / 100},
@@ -101,6 +105,8 @@ def test_quality_reads_each_side_the_same_way(tmp_path):
     best = (side.best_loss, side.best_accuracy, side.test_accuracy)
     assert best == pytest.approx((0.3, 0.82, 0.72))
     assert side.curve == [(10.0, 0.5), (30.0, 0.3)]
+    assert side.pruned_after == {1: 1}
+    assert (side.best_not_last, side.best_any_epoch) == (1, pytest.approx(0.25))
 
     mean, low, high = interval([-0.01, -0.02, -0.015, -0.012, -0.018])
     assert low < mean < high < 0
