@@ -594,9 +594,16 @@ def main() -> None:
     parser.add_argument("--swarm-trials", type=int, default=256, help="0: only the grid")
     parser.add_argument("--pool", type=int, default=20, help="PgBouncer's default_pool_size")
     parser.add_argument(
+        "--wait-seconds",
+        type=float,
+        default=worker_module.WAIT_SECONDS,
+        help="how often an hpo worker told to wait looks again (a diagnostic: hpo's default)",
+    )
+    parser.add_argument(
         "--via-pgbouncer", action="store_true", help="the grid through PgBouncer too"
     )
     args = parser.parse_args()
+    worker_module.WAIT_SECONDS = args.wait_seconds  # the workers are forked: they inherit it
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # drop the databases all the same
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     load = os.getloadavg()
