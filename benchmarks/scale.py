@@ -16,9 +16,12 @@ For each (trials already in the study, workers) point of the grid, on PostgreSQL
   the claim path). Claim latency: hpo's ``claim`` (the critical section), and Optuna's
   ``Study.ask``; peak server connections: sampled from ``pg_stat_activity``.
 
-Then 256 workers (threads across processes) through PgBouncer in transaction pooling
-(``default_pool_size`` 20): a TPE study with an exact budget, and a grid whose points must
-each run once, with the same counts for plain Optuna's threads on a copy. Plain Optuna needs
+Then 256 workers (256 processes; ``--swarm-threads 16``: 16 processes of 16 threads each)
+through PgBouncer in transaction pooling (``default_pool_size`` 20): a TPE study with an
+exact budget, and a grid whose points must each run once, with the same counts for plain
+Optuna's workers on a copy. The workers are forked with the parent's heap frozen
+(``gc.freeze``): real workers are separate processes, and a forked one would otherwise copy
+the parent's heap at its first full collection. Plain Optuna needs
 ``prepare_threshold=None`` behind the pooler too (it is passed to it here; hpo sets it itself).
 
 Run it alone on the machine (it measures time)::
@@ -35,6 +38,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import gc
 import json
 import math
 import multiprocessing
@@ -430,8 +434,14 @@ def run(
         )
         for i in range(processes)
     ]
+    # The forked workers share this process's heap copy-on-write. Their collector would walk
+    # (and so copy) all of it at its first full collection: move it out of the collector's
+    # reach first, as for any pre-fork server. Without this, 256 one-trial workers spent
+    # most of their CPU on that copy, and the side whose workers lived longer paid more.
+    gc.freeze()
     for p in procs:
         p.start()
+    gc.unfreeze()
     peak, stop = [0], threading.Event()
 
     def sample() -> None:
@@ -590,7 +600,9 @@ def main() -> None:
         help="the grid's sampler (random: coordination alone; the swarm's TPE is TPE)",
     )
     parser.add_argument("--swarm", type=int, default=256, help="workers through PgBouncer; 0: skip")
-    parser.add_argument("--swarm-threads", type=int, default=16, help="threads per process")
+    parser.add_argument(
+        "--swarm-threads", type=int, default=1, help="threads per process (1: 256 processes)"
+    )
     parser.add_argument("--swarm-trials", type=int, default=256, help="0: only the grid")
     parser.add_argument("--pool", type=int, default=20, help="PgBouncer's default_pool_size")
     parser.add_argument(
