@@ -301,7 +301,8 @@ def test_a_waiting_worker_looks_again_without_the_lock(backend):
         entered.wait(10)
         started = time.monotonic()
         assert still_waiting(study, spec, lock)  # two RUNNING trials hold the budget
-        assert time.monotonic() - started < 2  # not queued behind the holder
+        assert claim(study, spec, storage, lock, reap=False) is WAIT  # a "no" needs no lock
+        assert time.monotonic() - started < 2  # neither queued behind the holder
     finally:
         leave.set()
         holder.join()
@@ -372,6 +373,17 @@ def test_connections_work_behind_a_transaction_pooler(backend):
             settings[name] = conn.execute(sqlalchemy.text(f"SHOW {name}")).scalar_one()
     if backend.name == "postgres":  # behind the pooler another server session may answer
         assert settings == SERVER_LINK != {}  # the server's end of this session
+    # The heartbeats' engine: the same set-up, on the dialect the storage initialised (its
+    # own would initialise again, in a transaction, on its first connection), and a new
+    # connection's set-up leaves no transaction open.
+    assert storage.spare_engine.dialect is storage.engine.dialect
+    with storage.spare_engine.connect() as conn:
+        raw = conn.connection.dbapi_connection
+        assert raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert not raw.autocommit and raw.prepare_threshold is None
+        keepalive = conn.execute(sqlalchemy.text("SHOW tcp_keepalives_idle")).scalar_one()
+        if backend.name == "postgres":
+            assert keepalive == SERVER_LINK["tcp_keepalives_idle"]
     study = create_or_load(_spec(), storage, backend.url)
     names = ", ".join(f"current_setting('{name}')" for name in LIMITS)
     inside = _lock(storage, study).run(

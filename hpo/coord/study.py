@@ -36,7 +36,7 @@ from hpo.config.pruners import as_created, build_pruner
 from hpo.config.repeats import grid_trials
 from hpo.config.samplers import build_sampler, sampler_for_trial
 from hpo.config.spec import StudySpec
-from hpo.coord import heartbeat, recovery, tables
+from hpo.coord import heartbeat, recovery, retry, tables
 from hpo.coord.lock import StudyLock
 from hpo.coord.recovery import RETRIED_ATTR
 from hpo.coord.storage import mask
@@ -299,6 +299,8 @@ def claim(
     if reap:
         budget = read_budget(study)
         recovery.reap(storage, lock, study._study_id, budget.grace_seconds, budget.max_retries)
+    elif (no := retry.call(_look, study, spec, lock, what="counting the study")) is not None:
+        return no  # nothing to reserve: no need to queue for the study's lock to hear it
     token = uuid.uuid4().hex
     tries = 0
 
@@ -383,9 +385,21 @@ def still_waiting(study: optuna.Study, spec: StudySpec, lock: StudyLock) -> bool
     second would queue on the study's lock in front of the claims and results of the workers
     still running (the end of every large study).
     """
+    return _look(study, spec, lock) is WAIT
+
+
+def _look(study: optuna.Study, spec: StudySpec, lock: StudyLock) -> NoTrial | None:
+    """What a claim would answer if it gets no trial (None: it would get one), counted
+    without the study's lock.
+
+    A "no" needs no lock: nothing is reserved on it, and the count is of committed trials, as
+    the locked one's would be. So a claim looks first and queues for the lock only when there
+    is something to take: at the end of a study, every worker's last claims ("wait", then
+    "done") would otherwise queue on the lock in front of the claims and results of the
+    workers still running.
+    """
     with lock.reader() as session:
-        _, why_not = _census(session, lock, study._study_id, spec.is_grid)
-    return why_not is WAIT
+        return _census(session, lock, study._study_id, spec.is_grid)[1]
 
 
 def count(
