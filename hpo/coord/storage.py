@@ -281,15 +281,6 @@ def _open_single(url: str, engine_kwargs: dict, create: bool) -> RetryingStorage
     )
     sqlalchemy.event.listen(storage.engine, "connect", _server_link)
     sqlalchemy.event.listen(storage.engine, "begin", _transaction_limits)
-    spare = sqlalchemy.create_engine(
-        storage.engine.url,
-        pool_size=1,
-        max_overflow=0,
-        pool_timeout=POOL_TIMEOUT,
-        connect_args=engine_kwargs.get("connect_args", {}),
-    )
-    sqlalchemy.event.listen(spare, "connect", _server_link)
-    storage.spare_engine = spare  # type: ignore[attr-defined]
     storage.engine.dispose()  # Optuna's set-up connected before the listener was there
     current, head = storage.get_current_version(), storage.get_head_version()
     if current != head:
@@ -298,6 +289,17 @@ def _open_single(url: str, engine_kwargs: dict, create: bool) -> RetryingStorage
             f"storage {mask(url)} has Optuna schema {current}, this Optuna needs {head}; "
             "upgrade it with 'optuna storage upgrade --storage URL'"
         )
+    # The heartbeats' engine: a pool like the storage's (one connection, the same connect
+    # arguments and set-up), and the storage's dialect, which its first connection has
+    # already initialised. An engine of its own would initialise it again on its first
+    # connection: half a dozen statements in a transaction, which behind a busy pooler held
+    # one of its few server connections for seconds (256 workers on 20 connections).
+    # Engine-level events (the transaction limits) stay the storage's: a beat is one
+    # statement in autocommit.
+    pool = storage.engine.pool.recreate()
+    storage.spare_engine = sqlalchemy.engine.Engine(  # type: ignore[attr-defined]
+        pool, storage.engine.dialect, storage.engine.url
+    )
     return storage
 
 
@@ -307,10 +309,15 @@ _SET_SERVER_LINK = "SELECT " + ", ".join(
 
 
 def _server_link(dbapi_connection: object, _record: object) -> None:
-    """The server's end of a new session: keepalives and ``tcp_user_timeout`` (see module docs)."""
-    with dbapi_connection.cursor() as cursor:  # type: ignore[attr-defined]
-        cursor.execute(_SET_SERVER_LINK)
-    dbapi_connection.commit()  # type: ignore[attr-defined]
+    """The server's end of a new session: keepalives and ``tcp_user_timeout`` (see module
+    docs); one statement in autocommit, one round trip (in a transaction: three, holding a
+    pooler's server connection for all of them)."""
+    dbapi_connection.autocommit = True  # type: ignore[attr-defined]
+    try:
+        with dbapi_connection.cursor() as cursor:  # type: ignore[attr-defined]
+            cursor.execute(_SET_SERVER_LINK)
+    finally:
+        dbapi_connection.autocommit = False  # type: ignore[attr-defined]
 
 
 _SET_TRANSACTION_LIMITS = "SELECT " + ", ".join(
