@@ -291,7 +291,9 @@ def claim(
 
     ``reap=False`` skips looking for dead workers' trials first (a worker need not look more
     often than once a heartbeat, and only when the last claim saw a RUNNING trial silent past
-    the grace period: :attr:`StudyLock.maybe_dead`). ``beat_every``: the trial beats (every
+    the grace period: :attr:`StudyLock.maybe_dead`); such a claim first counts the study
+    without the lock and answers :data:`WAIT` or :data:`DONE` from that count
+    (:func:`_look`). ``beat_every``: the trial beats (every
     so many seconds) from the claim on, while the sampler runs and the trial is read back,
     which on a slow link can take longer than the grace period. ``attrs``: user attributes
     the trial gets in the same transaction (the worker's name), not in one more of its own.
