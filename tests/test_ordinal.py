@@ -8,7 +8,7 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from hpo.config.ordinal import Listed, distribution, nearest
+from hpo.config.ordinal import Listed, distribution, nearest, untried
 from hpo.config.samplers import build_sampler
 from hpo.config.space import parse_space
 from hpo.config.spec import SPEC_ATTR, load_spec
@@ -80,6 +80,60 @@ def test_every_sampler_trains_only_listed_values_through_numeric_distributions(n
         assert t.distributions["units_1"] == IntDistribution(11, 725, log=True)
         assert t.distributions["batch_size"] == IntDistribution(22, 363, log=True)
     assert isinstance(study.sampler, Listed)
+
+
+def test_a_proposal_goes_to_the_nearest_listed_point_not_yet_tried():
+    lists = {"a": tuple(WIDTHS), "b": (1, 2, 3)}
+    logs = {"a": True, "b": False}
+    proposal = {"a": 60, "b": 2.1, "lr": 0.01}  # names in sorted order: a, b, lr
+    assert untried(proposal, lists, logs, set()) == {"a": 64, "b": 2, "lr": 0.01}
+    # distances are fractions of a list's span: 32 is 0.91 of a's 5 octaves from 60 (0.18),
+    # 3 is 0.9 of b's 2 (0.45), so a moves before b does
+    assert untried(proposal, lists, logs, {(64, 2, 0.01)}) == {"a": 32, "b": 2, "lr": 0.01}
+    near = {(a, b, 0.01) for a in (32, 64) for b in (2, 3)}  # the two nearest of each: tried
+    assert untried(proposal, lists, logs, near) == {"a": 128, "b": 2, "lr": 0.01}  # 1.09 octaves
+    everything = {(a, b, 0.01) for a in WIDTHS for b in (1, 2, 3)}
+    assert untried(proposal, lists, logs, everything) == {"a": 64, "b": 2, "lr": 0.01}
+    # another value of an unlisted parameter is another point
+    assert untried(proposal, lists, logs, {(64, 2, 0.02)}) == {"a": 64, "b": 2, "lr": 0.01}
+
+
+def test_gp_does_not_train_a_listed_point_twice():
+    """GP proposes between listed values; moved to the nearest, it repeated points."""
+    space = parse_space({"depth": 1, "units": [16, 64, 256], "batch_size": [32, 64, 128]})
+    options = {"n_startup_trials": 2}
+    study = study_with(build_sampler("gp", options, 0))
+    points = []
+    for number in range(7):
+        study.sampler = build_sampler("gp", options, 0, number)
+        trial = study.ask()
+        point = suggest(trial, space)
+        # best at the largest width and batch 64: GP keeps proposing near what it has tried
+        study.tell(trial, point["units_1"] / 256 - abs(point["batch_size"] - 64) / 64)
+        points.append((point["units_1"], point["batch_size"]))
+    for number in range(2, 7):  # the first two are random, sampled one parameter at a time
+        assert points[number] not in points[:number], points
+
+
+def test_the_tried_points_include_running_trials_and_trials_finished_since():
+    from hpo.config.ordinal import _tried
+
+    study = study_with(optuna.samplers.RandomSampler(seed=0))
+
+    def start(a: int, b: int) -> optuna.Trial:
+        trial = study.ask()
+        trial.suggest_int("a", a, a)
+        trial.suggest_int("b", b, b)
+        return trial
+
+    running = start(1, 2)
+    study.tell(start(3, 4), 0.0)
+    current = study.ask()
+    assert _tried(study, ("a", "b"), current.number) == {(1, 2), (3, 4)}
+    study.tell(running, 0.0)  # finished after the first read, behind an older running trial
+    study.tell(start(5, 6), 0.0)
+    study.tell(current, state=optuna.trial.TrialState.FAIL)  # failed before suggesting
+    assert _tried(study, ("a", "b"), study.ask().number) == {(1, 2), (3, 4), (5, 6), (None, None)}
 
 
 def test_random_search_draws_each_listed_value_about_equally_often():
