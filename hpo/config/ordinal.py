@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 import warnings
 import weakref
 from bisect import bisect_left
@@ -161,8 +162,13 @@ class _Tried:
         self.points: set[tuple[Any, ...]] = set()
         self.settled = 0  # trials[:settled] are finished and in ``points``
         self.finished: set[int] = set()  # numbers of finished trials past ``settled``
+        self.lock = threading.Lock()  # a worker's threads share its study object
 
     def read(self, trials: Sequence[FrozenTrial], current: int) -> set[tuple[Any, ...]]:
+        with self.lock:
+            return self._read(trials, current)
+
+    def _read(self, trials: Sequence[FrozenTrial], current: int) -> set[tuple[Any, ...]]:
         unfinished: set[tuple[Any, ...]] = set()
         prefix = True
         for t in trials[self.settled :]:
@@ -177,7 +183,7 @@ class _Tried:
             prefix = False
             if t.state == TrialState.RUNNING and t.number != current:
                 unfinished.add(tuple(t.params.get(k) for k in self.names))
-        return self.points | unfinished if unfinished else self.points
+        return self.points | unfinished
 
 
 _TRIED: weakref.WeakKeyDictionary[optuna.Study, dict[tuple[str, ...], _Tried]] = (
