@@ -111,3 +111,31 @@ def test_quality_reads_each_side_the_same_way(tmp_path):
     mean, low, high = interval([-0.01, -0.02, -0.015, -0.012, -0.018])
     assert low < mean < high < 0
     assert interval([0.1])[1] != interval([0.1])[1]  # one round: no interval (NaN)
+
+
+def test_repeats_counts_trials_that_took_an_earlier_point():
+    from benchmarks.repeats import nearest_only, tally
+    from hpo.compare.replay import Entry, GridRecord, point_key
+    from hpo.config.ordinal import Listed
+    from hpo.config.spec import parse_spec
+
+    spec = parse_spec(
+        {
+            "study": {"name": "tiny", "metric": "val_accuracy"},
+            "sampler": {"name": "grid"},
+            "space": {"depth": 1, "units": [16, 64, 256], "batch_size": [32, 64, 128]},
+        }
+    )
+    entries = {}
+    for point in spec.grid():  # 9 points; the widest, smallest batch is best
+        value = point["units_1"] / 256 - point["batch_size"] / 1024
+        entries[point_key(point)] = Entry(dict(point), (value,), "COMPLETE", value, 1, 1.0, None)
+    record = GridRecord(entries, "tiny")
+    rule = Listed.sample_relative
+    with nearest_only():
+        assert Listed.sample_relative is not rule
+        before = tally(spec, record, "random", "ordinal", seeds=2, budget=12)
+    assert Listed.sample_relative is rule
+    # 12 trials on 9 points: at least 3 repeat one, whatever the sampler
+    assert len(before.repeats) == 2 and all(r >= 3 for r in before.repeats)
+    assert max(before.bests) <= 1 - 32 / 1024 and 0 <= before.reached <= 2
